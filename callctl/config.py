@@ -476,7 +476,7 @@ def describe() -> list[tuple[str, str, Any, str]]:
         for f in dataclasses.fields(cls):
             typ = _field_type(cls, f.name)
             tname = "list" if typing.get_origin(typ) is list else typ.__name__
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             rows.append((f"{name}.{f.name}", tname, default, f.metadata.get("help", "")))
     return rows
 
