@@ -8,6 +8,8 @@ then one ``np.take`` each. μ-law works on the top 14 bits of a sample, A-law on
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -102,22 +104,29 @@ def _codes(codes: npt.ArrayLike) -> UInt8Array:
     return np.asarray(codes, dtype=np.uint8)
 
 
+_CODERS = {
+    "PCMU": (ulaw_encode, ulaw_decode),
+    "PCMA": (alaw_encode, alaw_decode),
+}
+
+
+def _coder(codec: str) -> tuple[Any, Any]:
+    try:
+        return _CODERS[codec]
+    except KeyError:
+        raise ValueError(f"unknown G.711 codec {codec!r} (expected 'PCMU' or 'PCMA')") from None
+
+
 def encode(samples: npt.ArrayLike, codec: str) -> UInt8Array:
     """Encode with ``codec`` ``"PCMU"`` or ``"PCMA"``; anything else raises ValueError."""
-    if codec == "PCMU":
-        return ulaw_encode(samples)
-    if codec == "PCMA":
-        return alaw_encode(samples)
-    raise ValueError(f"unknown G.711 codec {codec!r} (expected 'PCMU' or 'PCMA')")
+    result: UInt8Array = _coder(codec)[0](samples)
+    return result
 
 
 def decode(codes: npt.ArrayLike, codec: str) -> Int16Array:
     """Decode with ``codec`` ``"PCMU"`` or ``"PCMA"``; anything else raises ValueError."""
-    if codec == "PCMU":
-        return ulaw_decode(codes)
-    if codec == "PCMA":
-        return alaw_decode(codes)
-    raise ValueError(f"unknown G.711 codec {codec!r} (expected 'PCMU' or 'PCMA')")
+    result: Int16Array = _coder(codec)[1](codes)
+    return result
 
 
 def phone_line(samples: npt.ArrayLike, codec: str) -> Int16Array:
