@@ -492,3 +492,18 @@ __all__ = [
     "replace",
     "to_mapping",
 ]
+
+
+def markdown_reference() -> str:
+    """The settings table for README.md (``python -m callctl.config`` prints it)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, tname, default, help_text in describe():
+        shown = ", ".join(default) if isinstance(default, list) else default
+        if key.endswith("node_id"):
+            shown = "(host name)"
+        lines.append(f"| `{key}` | {tname} | `{shown}` | {help_text.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_reference())
