@@ -1,0 +1,127 @@
+"""Measure what the caller experienced, from the emulator's timelines. Pure functions, no I/O.
+
+Inputs are what the caller said (``Spoken``: speech start/end on the monotonic clock and what
+kind of speech it was) and what the caller heard (``callctl.sim.interfaces.Heard`` records).
+
+- turn latency: for each ``utterance``, the first heard audio starting at or after its speech
+  end, minus that speech end. None (a missed turn) if nothing started within ``reply_window``.
+- barge-in latency: for each ``bargein``, the bot audio playing at its speech start that was
+  interrupted; latency = that audio's end minus the speech start.
+- false barge-in: a ``backchannel`` or ``noise`` during bot audio that interrupted it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from callctl.sim.interfaces import Heard
+
+Kind = Literal["utterance", "bargein", "backchannel", "noise", "dtmf"]
+
+
+@dataclass(frozen=True)
+class Spoken:
+    speech_start: float
+    speech_end: float
+    kind: Kind
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    n: int
+
+    def as_ms(self) -> dict[str, float | int | None]:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 1)
+
+        return {"p50": ms(self.p50), "p95": ms(self.p95), "p99": ms(self.p99), "n": self.n}
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (``q`` in 0..100); None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> Percentiles:
+    return Percentiles(percentile(values, 50), percentile(values, 95), percentile(values, 99),
+                       len(values))
+
+
+def _playing_at(heard: Iterable[Heard], t: float) -> Heard | None:
+    for h in heard:
+        if h.start <= t < h.end:
+            return h
+    return None
+
+
+def turn_latencies(spoken: Sequence[Spoken], heard: Sequence[Heard],
+                   reply_window: float = 5.0) -> tuple[list[float], int]:
+    """(latencies in s of answered utterances, number of utterances with no reply in time)."""
+    out: list[float] = []
+    missed = 0
+    starts = sorted(h.start for h in heard)
+    for s in spoken:
+        if s.kind != "utterance":
+            continue
+        nxt = next((t for t in starts if t >= s.speech_end), None)
+        if nxt is None or nxt - s.speech_end > reply_window:
+            missed += 1
+        else:
+            out.append(nxt - s.speech_end)
+    return out, missed
+
+
+def bargein_latencies(spoken: Sequence[Spoken], heard: Sequence[Heard]) -> tuple[list[float], int]:
+    """(latencies of barge-ins that stopped the bot, barge-ins during bot audio it ignored)."""
+    out: list[float] = []
+    ignored = 0
+    for s in spoken:
+        if s.kind != "bargein":
+            continue
+        h = _playing_at(heard, s.speech_start)
+        if h is None:
+            continue
+        if h.interrupted:
+            out.append(max(0.0, h.end - s.speech_start))
+        else:
+            ignored += 1
+    return out, ignored
+
+
+def false_bargein_rate(spoken: Sequence[Spoken], heard: Sequence[Heard]) -> tuple[float, int]:
+    """(share of backchannels/noise during bot audio that interrupted it, how many there were)."""
+    n = hits = 0
+    for s in spoken:
+        if s.kind not in ("backchannel", "noise"):
+            continue
+        h = _playing_at(heard, s.speech_start)
+        if h is None:
+            continue
+        n += 1
+        if h.interrupted and h.end <= s.speech_end + 1.0:
+            hits += 1
+    return (hits / n if n else 0.0), n
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
+    """Corpus WER over pairs (jiwer); None when there is nothing to score."""
+    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
+    if not pairs:
+        return None
+    import jiwer
+
+    return float(jiwer.wer([p[0].lower() for p in pairs], [p[1].lower() for p in pairs]))

@@ -1,0 +1,59 @@
+"""The benchmark's measuring code on synthetic timelines with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from callctl.bench.measure import (
+    Spoken,
+    bargein_latencies,
+    false_bargein_rate,
+    percentile,
+    summarize,
+    turn_latencies,
+    word_error_rate,
+)
+from callctl.sim.interfaces import Heard
+
+
+def test_percentiles_known_values() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert percentile(xs, 50) == pytest.approx(50.5)
+    assert percentile(xs, 95) == pytest.approx(95.05)
+    assert percentile([], 50) is None
+    s = summarize([0.2, 0.4])
+    assert s.as_ms() == {"p50": 300.0, "p95": 390.0, "p99": 398.0, "n": 2}
+
+
+def test_turn_latency_is_first_reply_after_speech_end() -> None:
+    spoken = [Spoken(1.0, 2.0, "utterance"), Spoken(5.0, 6.0, "utterance"),
+              Spoken(20.0, 21.0, "utterance")]
+    heard = [Heard(0.1, 0.9, "greet.wav", False), Heard(2.25, 3.0, "a.wav", False),
+             Heard(6.4, 7.0, "b.wav", False), Heard(40.0, 41.0, "late.wav", False)]
+    lat, missed = turn_latencies(spoken, heard, reply_window=5.0)
+    assert lat == pytest.approx([0.25, 0.4])
+    assert missed == 1
+
+
+def test_bargein_latency_and_ignored() -> None:
+    spoken = [Spoken(2.5, 3.5, "bargein"), Spoken(10.2, 11.0, "bargein"),
+              Spoken(30.0, 31.0, "bargein")]
+    heard = [Heard(2.0, 2.7, "a.wav", True), Heard(10.0, 12.0, "b.wav", False)]
+    lat, ignored = bargein_latencies(spoken, heard)
+    assert lat == pytest.approx([0.2])
+    assert ignored == 1
+
+
+def test_false_bargein_rate() -> None:
+    spoken = [Spoken(1.0, 1.3, "backchannel", "mhm"), Spoken(5.0, 5.3, "backchannel", "yeah"),
+              Spoken(9.0, 9.2, "noise")]
+    heard = [Heard(0.5, 1.2, "a.wav", True), Heard(4.0, 8.0, "b.wav", False)]
+    rate, n = false_bargein_rate(spoken, heard)
+    assert n == 2
+    assert rate == pytest.approx(0.5)
+
+
+def test_wer() -> None:
+    assert word_error_rate(["talk to billing"], ["talk to billing"]) == 0.0
+    assert word_error_rate(["talk to billing"], ["talk to"]) == pytest.approx(1 / 3)
+    assert word_error_rate([""], ["x"]) is None
