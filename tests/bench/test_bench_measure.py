@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from callctl.bench.measure import (
@@ -57,3 +59,31 @@ def test_wer() -> None:
     assert word_error_rate(["talk to billing"], ["talk to billing"]) == 0.0
     assert word_error_rate(["talk to billing"], ["talk to"]) == pytest.approx(1 / 3)
     assert word_error_rate([""], ["x"]) is None
+
+
+def _lat(p50: float | None, n: int) -> dict[str, float | int | None]:
+    return {"p50": p50, "p95": p50, "p99": p50, "n": n}
+
+
+def _pipeline() -> dict[str, object]:
+    return {"turn_latency_ms": _lat(250.0, 4), "bargein_ms": _lat(None, 0),
+            "answer_to_first_audio_ms": _lat(80.0, 1), "hops_ms": {"asr_final": _lat(20.0, 4)},
+            "false_bargein_rate": 0.0, "wer": 0.1, "cpu_s_per_call_min": 3.0}
+
+
+def test_report_schema_accepts_good_and_names_bad(tmp_path: Path) -> None:
+    from callctl.bench.plot import plot
+    from callctl.bench.report import ReportError, summary_text, validate
+
+    report = {**_pipeline(), "baseline": _pipeline(), "config": {"calls": 2},
+              "machine": {"cores": 2}, "sweep": [{"calls": 1, "turn_latency_ms": _lat(200, 3)}]}
+    validate(report)
+    assert "turn latency" in summary_text(report)
+    bad = {**report, "bargein_ms": _lat(None, 3)}
+    with pytest.raises(ReportError, match=r"bargein_ms\.p50: null with n=3"):
+        validate(bad)
+    with pytest.raises(ReportError, match="baseline: missing"):
+        validate({k: v for k, v in report.items() if k != "baseline"})
+    out = tmp_path / "p.png"
+    plot(report, {"callctl": [0.2, 0.3], "baseline": [1.0, 1.2]}, out)
+    assert out.read_bytes().startswith(b"\x89PNG")
