@@ -223,12 +223,48 @@ class StoreConfig:
     transcripts: str = setting(
         "full", "Transcripts stored: full, redacted or off.", one_of("full", "redacted", "off")
     )
+    namespace: str = setting(
+        "callctl", "Prefix of every Redis key (several deployments may share one Redis)."
+    )
+    events_maxlen: int = setting(
+        100000, "Approximate bound of the events stream (XADD MAXLEN ~).", between(100, 10**8)
+    )
+    events_raw_caller: bool = setting(
+        False, "Put the raw caller number in stream events (default: masked to last 4 digits)."
+    )
+    lease_s: float = setting(
+        10.0, "Call ownership lease; the owner renews it, others take over once it expires.",
+        between(0.1, 3600),
+    )
+    heartbeat_ttl_s: float = setting(
+        15.0, "Lifetime of a node's heartbeat key; a node is dead once it lapses.",
+        between(0.1, 3600),
+    )
+    retry_max_s: float = setting(
+        5.0, "Upper bound of the writer's retry backoff while Redis is down.", between(0.01, 300)
+    )
+
+
+def _bad_cidrs(values: list[str]) -> str | None:
+    import ipaddress
+
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            return f"{v!r} is not a network in CIDR form (e.g. 127.0.0.1/32)"
+    return None
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     listen_host: str = setting("127.0.0.1", "HTTP address for /metrics, /healthz, /readyz.")
     listen_port: int = setting(9464, "HTTP port for /metrics, /healthz, /readyz.", port())
+    control_allow: list[str] = setting(
+        ["127.0.0.1/32", "::1/128"],
+        "Networks (CIDR) allowed to use the control endpoints /calls (list, hang up, transfer).",
+        _bad_cidrs,
+    )
 
 
 @dataclass(frozen=True)
