@@ -171,7 +171,7 @@ def test_fuzz_parse_event_plain(data: bytes) -> None:
 class Outbound:
     """An OutboundListener whose handler runs ``script(conn)``; the test plays the switch."""
 
-    def __init__(self, script: Callable[[OutboundConnection], None], timeout: float = 2.0,
+    def __init__(self, script: Callable[[OutboundConnection], object], timeout: float = 2.0,
                  metrics: Metrics | None = None) -> None:
         self.done = gevent.event.AsyncResult()
         self.events: list[EslEvent] = []
@@ -322,7 +322,7 @@ def test_garbage_ends_only_its_connection(garbage: bytes) -> None:
 
 
 def test_connect_reply_without_uuid_is_a_protocol_error() -> None:
-    srv = Outbound(lambda conn: conn.connect() and None)
+    srv = Outbound(lambda conn: conn.connect())
     sw = srv.dial()
     read_command(sw)
     sw.sendall(b"Content-Type: command/reply\nReply-Text: %2BOK%0A\n\n")
