@@ -1,0 +1,381 @@
+"""The media half of one emulated channel: a 20 ms media clock, caller audio, file playback,
+what the caller hears, and the mod_audio_fork bugs attached to the channel.
+
+How this works: ``start()`` spawns one greenlet that ticks every 20 ms of media time
+(``0.020 / speed`` wall seconds, on absolute deadlines so it does not drift). Each tick
+takes one frame of caller audio (queued by ``say()``, silence otherwise) and builds the frame
+sent to the caller from the current playback plus any bidirectional fork stream (``None``
+while nothing plays: FreeSWITCH sends no RTP then). Both frames go to every tap (the forks),
+and audio sent to the caller is recorded as ``Heard`` stretches stamped with
+``time.monotonic()``.
+
+Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
+* sendmsg/``play()``: PLAYBACK_START at once, first audio frame 20–40 ms later (~30 ms).
+* ``broadcast=True``: 100 ms lead before PLAYBACK_START; a break during the lead is lost.
+* ``break_playback()``: audio continues for at most two frames, then PLAYBACK_STOP ``break``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import time
+import wave
+from collections import deque
+from pathlib import Path
+
+import gevent
+import gevent.event
+import gevent.lock
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from callctl.log import get_logger
+from callctl.sim import audiofork, g711
+from callctl.sim.interfaces import ChannelSignals, Heard, PlayResult
+
+__all__ = ["Media", "MediaError", "new_media"]
+
+FRAME_S = 0.020
+PLAY_LATENCY_S = 0.020      # first frame at the first tick >= this after play(): ~30 ms
+BROADCAST_LEAD_S = 0.100    # uuid_broadcast's 5 lead frames
+BREAK_TAIL_S = 0.040        # frames still sent after a break: at most two
+MAX_CALLER_QUEUE_S = 600.0  # bound on queued caller speech
+MAX_PLAY_WAIT_S = 3600.0
+
+Samples = npt.NDArray[np.int16]
+
+
+class MediaError(RuntimeError):
+    """Misuse of the media half (clock not running, caller queue full, bad audio)."""
+
+
+class _Source:
+    """Frames of one playback at the channel rate."""
+
+    def __init__(self, samples: Samples | None, frame: int, loops: int = 1) -> None:
+        self.samples = samples if samples is not None else np.zeros(0, np.int16)
+        self.frame = frame
+        self.loops = loops          # -1 = forever
+        self.pos = 0
+
+    def next_frame(self) -> Samples | None:
+        n = len(self.samples)
+        if n == 0 or (self.loops >= 0 and self.pos >= n * self.loops):
+            return None
+        idx = (np.arange(self.pos, self.pos + self.frame) % n)
+        end = n * self.loops if self.loops >= 0 else None
+        self.pos += self.frame
+        out = self.samples[idx]
+        if end is not None and self.pos > end:
+            out = out.copy()
+            out[self.frame - (self.pos - end):] = 0
+        return out
+
+    @property
+    def duration_samples(self) -> float:
+        return float("inf") if self.loops < 0 else len(self.samples) * self.loops
+
+
+@dataclasses.dataclass
+class _Playback:
+    path: str
+    source: _Source
+    start_at: float
+    stop_at: float | None = None
+    result: PlayResult | None = None
+    heard_idx: int | None = None
+    done: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
+
+
+def new_media(signals: ChannelSignals, codec: str = "PCMU", rate: int = 8000,
+              speed: float = 1.0, fork_variant: str = "jambonz",
+              temp_dir: str | None = None) -> Media:
+    """The media half for one channel (see ``ChannelMedia``). ``speed`` > 1 runs the media
+    clock faster than real time; ``fork_variant`` is ``"jambonz"`` or ``"drachtio"``."""
+    return Media(signals, codec, rate, speed, fork_variant, temp_dir)
+
+
+class Media:
+    """Implements ``callctl.sim.interfaces.ChannelMedia`` (plus ``say``)."""
+
+    def __init__(self, signals: ChannelSignals, codec: str = "PCMU", rate: int = 8000,
+                 speed: float = 1.0, fork_variant: str = "jambonz",
+                 temp_dir: str | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        if rate % 8000:
+            raise ValueError("rate must be a multiple of 8000")
+        if fork_variant not in audiofork.VARIANTS:
+            raise ValueError(f"fork_variant must be one of {audiofork.VARIANTS}")
+        self.signals = signals
+        self.codec = codec
+        self.rate = rate
+        self.speed = speed
+        self.fork_variant = fork_variant
+        self.temp_dir = temp_dir or os.environ.get("TMPDIR", "/tmp")
+        self.frame_samples = rate // 50
+        self.frame_s = FRAME_S / speed
+        self.log = get_logger(call_uuid=signals.uuid)
+        self._silence = np.zeros(self.frame_samples, np.int16)
+        self._caller: deque[Samples] = deque()
+        self._heard: list[Heard] = []
+        self._stream_heard: dict[str, int] = {}
+        self._taps: list[audiofork.Tap] = []
+        self.forks = audiofork.ForkTable(self)
+        self._current: _Playback | None = None
+        self._play_lock = gevent.lock.Semaphore()
+        self._flush_gen = 0
+        self._clock: gevent.Greenlet | None = None
+        self._t0 = 0.0
+        self._tick_no = 0
+        self._running = False
+        self._stopped = False
+
+    # -- clock -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the media clock (idempotent; no-op after ``stop()``)."""
+        if self._running or self._stopped:
+            return
+        self._running = True
+        self._t0 = time.monotonic()
+        self._tick_no = 0
+        self._clock = gevent.spawn(self._run)
+
+    @property
+    def running(self) -> bool:
+        """True while the media clock ticks."""
+        return self._running
+
+    def _next_tick_time(self) -> float:
+        return self._t0 + (self._tick_no + 1) * self.frame_s
+
+    def _run(self) -> None:
+        try:
+            while self._running:
+                delay = self._next_tick_time() - time.monotonic()
+                if delay > 0:
+                    gevent.sleep(delay)
+                elif delay < -0.25:          # starved for a long time: resync, don't burst
+                    self.log.warning("sim.media_clock_lag", lag_s=-delay)
+                    self._t0 = time.monotonic() - self._tick_no * self.frame_s
+                if not self._running:
+                    break
+                self._tick_no += 1
+                self._tick(time.monotonic())
+        except Exception:
+            self.log.exception("sim.media_clock_failed")
+            self._running = False
+
+    def _tick(self, t: float) -> None:
+        read = self._caller.popleft() if self._caller else self._silence
+        write = self._write_frame(t)
+        for tap in list(self._taps):
+            try:
+                tap.on_frame(read, write, t)
+            except Exception:
+                self.log.exception("sim.media_tap_failed")
+
+    def _write_frame(self, t: float) -> Samples | None:
+        mix: npt.NDArray[np.int32] | None = None
+        pb = self._current
+        if pb is not None and pb.result is None:
+            if pb.stop_at is not None and t >= pb.stop_at:
+                self._finish(pb, "break")
+            elif t >= pb.start_at:
+                frame = pb.source.next_frame()
+                if frame is None:
+                    self._finish(pb, "done")
+                else:
+                    mix = frame.astype(np.int32)
+                    pb.heard_idx = self._mark_heard(pb.heard_idx, pb.path, t)
+        for name, frame in self.forks.stream_frames(self.frame_samples):
+            key = f"stream:{name}"
+            if frame is None:
+                self._stream_heard.pop(key, None)
+                continue
+            mix = frame.astype(np.int32) if mix is None else mix + frame
+            self._stream_heard[key] = self._mark_heard(self._stream_heard.get(key), "stream", t)
+        if mix is None:
+            return None
+        return np.clip(mix, -32768, 32767).astype(np.int16)
+
+    def _mark_heard(self, idx: int | None, source: str, t: float) -> int:
+        if idx is None:
+            self._heard.append(Heard(start=t, end=t, source=source, interrupted=False))
+            return len(self._heard) - 1
+        self._heard[idx] = dataclasses.replace(self._heard[idx], end=t)
+        return idx
+
+    def _finish(self, pb: _Playback, result: PlayResult) -> None:
+        if pb.result is not None:
+            return
+        pb.result = result
+        if result == "break" and pb.heard_idx is not None:
+            self._heard[pb.heard_idx] = dataclasses.replace(
+                self._heard[pb.heard_idx], interrupted=True)
+        pb.done.set()
+
+    def stop(self) -> None:
+        """Hang-up: stop the clock, end the playback (``break``), close every fork with
+        Close 1000 and delete its temp files. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._running = False
+        if self._current is not None:
+            self._finish(self._current, "break")
+        self.forks.hangup()
+        if self._clock is not None and self._clock is not gevent.getcurrent():
+            self._clock.kill(block=False)
+
+    # -- caller audio -------------------------------------------------------------------
+    def say(self, samples_8k: npt.ArrayLike) -> tuple[float, float]:
+        """Queue caller speech (int16, 8000 Hz mono) after anything already queued; it goes
+        through the channel's G.711 codec like RTP would. Returns the monotonic times at
+        which its first frame will be sent and its last sample ends. Raises MediaError if
+        the clock is not running or more than 10 minutes of speech are queued."""
+        if not self._running:
+            raise MediaError("media clock not running (call not answered or already hung up)")
+        x = np.asarray(samples_8k)
+        if x.dtype != np.int16 or x.ndim != 1:
+            raise MediaError("say() takes a 1-D int16 array at 8000 Hz")
+        if self.codec in ("PCMU", "PCMA"):
+            x = g711.phone_line(x, self.codec)
+        if self.rate != 8000:
+            x = soxr.resample(x, 8000, self.rate)
+        n = len(x)
+        frames = -(-n // self.frame_samples)
+        if (len(self._caller) + frames) * FRAME_S > MAX_CALLER_QUEUE_S:
+            raise MediaError("caller speech queue is full")
+        start = self._next_tick_time() + len(self._caller) * self.frame_s
+        padded = np.zeros(frames * self.frame_samples, np.int16)
+        padded[:n] = x
+        self._caller.extend(padded.reshape(frames, self.frame_samples))
+        return start, start + n / self.rate / self.speed
+
+    def caller_queued_s(self) -> float:
+        """Media seconds of caller speech not sent yet."""
+        return len(self._caller) * FRAME_S
+
+    # -- playback -----------------------------------------------------------------------
+    def play(self, path: str, broadcast: bool = False) -> PlayResult:
+        """See ``ChannelMedia.play``. WAV (16-bit, any rate), raw ``.r8``/``.r16`` L16 and
+        ``tone_stream://%(on,off,freq[,freq]);loops=N`` are played; a missing file is
+        ``"notfound"``, an unreadable or unsupported one ``"error"`` (neither fires events)."""
+        gen = self._flush_gen
+        if not self._play_lock.acquire(timeout=MAX_PLAY_WAIT_S):
+            return "error"
+        try:
+            if gen != self._flush_gen:
+                return "break"                 # flushed by uuid_break all while queued
+            if not self._running:
+                return "error"
+            try:
+                source = self._load(path)
+            except FileNotFoundError:
+                return "notfound"
+            except (OSError, ValueError, wave.Error) as exc:
+                self.log.warning("sim.playback_unreadable", path=path, error=str(exc))
+                return "error"
+            if broadcast:
+                gevent.sleep(BROADCAST_LEAD_S / self.speed)   # a break now is lost
+                if not self._running:
+                    return "break"
+            pb = _Playback(path, source, start_at=time.monotonic() + PLAY_LATENCY_S / self.speed)
+            self.signals.fire_event("PLAYBACK_START", {"Playback-File-Path": path})
+            self._current = pb
+            limit = source.duration_samples / self.rate / self.speed + 5.0
+            if not pb.done.wait(timeout=min(limit, MAX_PLAY_WAIT_S)):
+                self._finish(pb, "break")
+            self._current = None
+            result = pb.result or "break"
+            self.signals.fire_event("PLAYBACK_STOP", {"Playback-File-Path": path,
+                                                      "Playback-Status": result})
+            return result
+        finally:
+            self._play_lock.release()
+
+    def break_playback(self, all_: bool = False) -> None:
+        """uuid_break: the current playback stops within two frames. ``all_`` also discards
+        plays queued behind it. A playback still in its broadcast lead is not affected."""
+        if all_:
+            self._flush_gen += 1
+        self.kill_audio()
+
+    def kill_audio(self) -> None:
+        """Stop the current playback (mod_audio_fork killAudio: CF_BREAK, no flush)."""
+        pb = self._current
+        if pb is not None and pb.result is None and pb.stop_at is None:
+            pb.stop_at = time.monotonic() + BREAK_TAIL_S / self.speed
+
+    def is_playing(self) -> bool:
+        """True while a file plays (after its lead)."""
+        return self._current is not None and self._current.result is None
+
+    def _load(self, path: str) -> _Source:
+        if path.startswith("tone_stream://"):
+            return self._tone(path[len("tone_stream://"):])
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(path)
+        ext = p.suffix.lower()
+        if ext == ".wav":
+            with wave.open(str(p), "rb") as w:
+                if w.getsampwidth() != 2:
+                    raise ValueError("only 16-bit PCM WAV is supported")
+                ch, rate = w.getnchannels(), w.getframerate()
+                data = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+            if ch > 1:
+                data = data[: len(data) // ch * ch].reshape(-1, ch)[:, 0].copy()
+        elif ext in (".r8", ".r16"):
+            rate = 8000 if ext == ".r8" else 16000
+            raw = p.read_bytes()
+            data = np.frombuffer(raw[: len(raw) // 2 * 2], "<i2").astype(np.int16)
+        else:
+            raise ValueError(f"unsupported file format {ext!r}")
+        if rate != self.rate and len(data):
+            data = soxr.resample(data, rate, self.rate)
+        return _Source(data, self.frame_samples)
+
+    def _tone(self, spec: str) -> _Source:
+        m = re.fullmatch(r"%\(([\d,\s]+)\)(?:;loops=(-?\d+))?", spec.strip())
+        if not m:
+            raise ValueError(f"unsupported tone_stream {spec!r}")
+        nums = [int(v) for v in m.group(1).split(",")]
+        if len(nums) < 3:
+            raise ValueError("tone_stream needs %(on_ms,off_ms,freq[,freq...])")
+        on_ms, off_ms, freqs = nums[0], nums[1], nums[2:]
+        t = np.arange(int(self.rate * on_ms / 1000)) / self.rate
+        tone = sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs)
+        cycle = np.concatenate([np.asarray(tone) * 8000, np.zeros(int(self.rate * off_ms / 1000))])
+        loops = int(m.group(2)) if m.group(2) else 1
+        return _Source(cycle.astype(np.int16), self.frame_samples, loops=loops)
+
+    # -- what the caller heard, forks ---------------------------------------------------
+    def heard(self) -> list[Heard]:
+        """Everything the caller heard so far, in order of start."""
+        return list(self._heard)
+
+    def add_tap(self, tap: audiofork.Tap) -> None:
+        """Receive every frame (caller and sent-to-caller) from the next tick on."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: audiofork.Tap) -> None:
+        """Stop receiving frames (no error if not attached)."""
+        with contextlib.suppress(ValueError):
+            self._taps.remove(tap)
+
+    def stream_interrupted(self, bug: str) -> None:
+        """A fork's streamed audio was cleared (killAudio/stop_play): its Heard stretch, if
+        one is running, ends interrupted."""
+        idx = self._stream_heard.pop(f"stream:{bug}", None)
+        if idx is not None:
+            self._heard[idx] = dataclasses.replace(self._heard[idx], interrupted=True)
+
+    def fork_api(self, argv: list[str]) -> str:
+        """``uuid_audio_fork <uuid> …`` with the tokens after the uuid (see audiofork)."""
+        return audiofork.run_command(self.forks, [self.signals.uuid, *argv])
