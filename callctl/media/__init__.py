@@ -1,0 +1,1 @@
+"""Caller media: mod_audio_fork WebSocket server, per-call audio inbox, VAD, listener."""
