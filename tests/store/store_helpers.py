@@ -1,0 +1,57 @@
+"""Helpers of the store tests: configs with a fresh namespace, call records, store factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+
+from callctl.config import StoreConfig
+from callctl.metrics import Metrics
+from callctl.store.base import CallRecord
+from callctl.store.redis import RedisStore
+
+StoreFactory = Callable[..., RedisStore]
+
+
+def store_config(url: str, **overrides: Any) -> StoreConfig:
+    """A StoreConfig with a fresh namespace and test-sized timeouts (checks bypassed)."""
+    values: dict[str, Any] = {"redis_url": url, "namespace": f"t{uuid.uuid4().hex[:10]}",
+                              "timeout_s": 0.5, "retry_max_s": 0.2, "retention_s": 600}
+    values.update(overrides)
+    return StoreConfig(**values)
+
+
+def new_call(node: str = "node-a", **kw: Any) -> CallRecord:
+    values: dict[str, Any] = {"uuid": str(uuid.uuid4()), "node": node, "caller": "+15551234567",
+                              "did": "+18005550100", "route": "support",
+                              "started_at": 1_800_000_000.0}
+    values.update(kw)
+    return CallRecord(**values)
+
+
+def _factory(url_default: str, metrics: Metrics) -> Iterator[StoreFactory]:
+    made: list[RedisStore] = []
+
+    def make(url: str | None = None, metrics_: Metrics | None = metrics,
+             **overrides: Any) -> RedisStore:
+        opts = {k: overrides.pop(k) for k in ("retry_min_s", "ping_interval_s", "batch_max")
+                if k in overrides}
+        store = RedisStore(store_config(url or url_default, **overrides), metrics_, **opts)
+        store.start()
+        made.append(store)
+        return store
+
+    yield make
+    for s in made:
+        s.close(timeout=0.5)
+        try:  # leave nothing behind on a shared Redis
+            client = redis.Redis.from_url(s.cfg.redis_url, socket_timeout=1)
+            keys = list(client.scan_iter(match=f"{s.cfg.namespace}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        except redis.RedisError:
+            pass
