@@ -63,6 +63,9 @@ class DaemonConfig:
     over_capacity_cause: str = setting(
         "NORMAL_TEMPORARY_FAILURE", "Hangup cause for calls rejected because of capacity."
     )
+    drain_hangup_cause: str = setting(
+        "NORMAL_CLEARING", "Hangup cause for calls still up when the drain timeout ends."
+    )
     work_dir: str = setting(
         "/var/lib/callctl", "Directory for playback files, recordings and other call data."
     )
@@ -86,6 +89,10 @@ class EslConfig:
     reconnect_max_s: float = setting(
         30.0, "Upper bound of the control link's reconnect backoff.", between(0.5, 600)
     )
+    transfer_context: str = setting(
+        "default", "Dialplan context for transfers to an extension (uuid_transfer … XML ctx).")
+    bridge_profile: str = setting(
+        "external", "Sofia profile used to bridge transfers to a SIP URI (sofia/<profile>/uri).")
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,9 @@ class RouteConfig:
     voice: str = setting("", "Voice override for this route (empty: tts.voice).")
     max_calls: int = setting(0, "Concurrent calls for this route (0: no own limit).",
                              between(0, 10000))
+    greeting: str = setting(
+        "", "Audio file FreeSWITCH plays right after answer (empty: none). Must be readable "
+        "by FreeSWITCH's user (e.g. under daemon.work_dir, not /tmp).")
 
 
 @dataclass(frozen=True)
