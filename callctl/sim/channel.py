@@ -1,0 +1,558 @@
+"""One emulated FreeSWITCH channel: its state, variables, dialplan and applications.
+
+How this works: one greenlet (``Channel.run``) owns the channel, like FreeSWITCH's session
+thread. It fires the creation events, runs the dialplan (``park`` = answer + park, as in the
+captures' dialplan; ``socket host:port async full`` = outbound ESL session, then park), and
+while parked takes *private messages* (sendmsg execute/hangup, uuid_broadcast) from its
+bounded inbox, one at a time. Other greenlets (ESL connections, the caller's script) only put
+messages in the inbox or call ``hangup``; hangup fires CHANNEL_HANGUP at once, then the owner
+greenlet unwinds (CHANNEL_UNPARK, CHANNEL_EXECUTE_COMPLETE) and reports (CHANNEL_STATE,
+CHANNEL_CALLSTATE, CHANNEL_HANGUP_COMPLETE), waits for a lingering outbound socket to let go,
+and is destroyed (CHANNEL_DESTROY).
+
+Simplification (documented gap): a second queued ``execute`` without ``event-lock`` runs after
+the current application instead of nested inside it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+import gevent.queue
+
+from callctl.log import get_logger
+from callctl.sim.events import HANGUP_CAUSES, STATE_NUMBERS, Event, Header
+from callctl.sim.interfaces import ChannelMedia, Heard, PlayResult
+
+if TYPE_CHECKING:
+    from callctl.sim.outbound import OutboundSession
+    from callctl.sim.switch import Switch
+
+CODECS = {"PCMU": (8000, 64000, 0), "PCMA": (8000, 64000, 8), "G722": (16000, 64000, 9),
+          "L16": (16000, 256000, 96)}
+INBOX_MAX = 1000
+PLAY_RESPONSES = {"done": "FILE PLAYED", "break": "FILE PLAYED",
+                  "notfound": "FILE NOT FOUND", "error": "PLAYBACK ERROR"}
+
+
+@dataclass(frozen=True)
+class PrivateMessage:
+    """A queued call command (sendmsg / uuid_broadcast), as FreeSWITCH's private event."""
+
+    command: str                          # execute | hangup | wake
+    app: str = ""
+    arg: str = ""
+    event_uuid: str | None = None
+    event_lock: bool = False
+    loops: int = 1
+    cause: str = "NORMAL_CLEARING"
+    broadcast: bool = False
+    prefix: tuple[Header, ...] = field(default=())   # headers PRIVATE_COMMAND starts with
+
+
+WAKE = PrivateMessage("wake")
+
+
+class Channel:
+    """An inbound call leg (implements ``interfaces.ChannelSignals`` and ``events.ChannelData``).
+
+    Thread model: gevent only; ``run`` is the owner greenlet, every other method may be called
+    from any greenlet.
+    """
+
+    def __init__(self, switch: Switch, did: str, caller_id: str, codec: str) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r} (one of {sorted(CODECS)})")
+        self.switch = switch
+        self.uuid = str(uuidlib.uuid4())
+        self.did = did
+        self.caller_id = caller_id
+        self.codec_name = codec
+        self.rate, bit_rate, self.pt = CODECS[codec]
+        self.name = f"sofia/external/{caller_id}@127.0.0.1:5070"
+        self.log = get_logger(call_uuid=self.uuid)
+        # --- ChannelData
+        self.state = "CS_NEW"
+        self.state_number = 0
+        self.call_state = "DOWN"
+        self.answer_state = "ringing"
+        self.hangup_cause: str | None = None
+        self.codec: tuple[str, int, int] | None = None
+        self._codec_info = (codec, self.rate, bit_rate)
+        self.show_profile = False
+        self.created_us = int(time.time() * 1_000_000)
+        self.answered_us = 0
+        self.hangup_us = 0
+        self.profile: dict[str, str] = {}
+        self.variables: dict[str, str] = {}
+        self._init_profile_and_vars()
+        # --- runtime
+        self.event_names: list[str] = []
+        self.inbox: gevent.queue.Queue[PrivateMessage] = gevent.queue.Queue(INBOX_MAX)
+        self.answered = gevent.event.Event()
+        self.hungup = gevent.event.Event()
+        self.destroyed = gevent.event.Event()
+        self.current_app = ""
+        self.current_app_data = ""
+        self.executing: str | None = None
+        self.outbound: OutboundSession | None = None
+        self.controlled = False
+        self.transfer_to: tuple[str, str] | None = None
+        self.inline_actions: list[tuple[str, str]] | None = None
+        self.recordings: dict[str, tuple[float, int]] = {}
+        self.media: ChannelMedia = _new_media(self, codec, self.rate, switch.cfg.speed)
+        self.greenlet: gevent.Greenlet[Any] | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def _init_profile_and_vars(self) -> None:
+        c, u, did = self.caller_id, self.uuid, self.did
+        created = str(self.created_us)
+        self.profile = {
+            "Direction": "inbound", "Logical-Direction": "inbound", "Username": c,
+            "Dialplan": "XML", "Caller-ID-Name": c, "Caller-ID-Number": c,
+            "Orig-Caller-ID-Name": c, "Orig-Caller-ID-Number": c,
+            "Network-Addr": "127.0.0.1", "ANI": c, "Destination-Number": did, "Unique-ID": u,
+            "Source": "mod_sofia", "Context": "public", "Channel-Name": self.name,
+            "Profile-Index": "1", "Profile-Created-Time": created,
+            "Channel-Created-Time": created, "Channel-Answered-Time": "0",
+            "Channel-Progress-Time": "0", "Channel-Progress-Media-Time": "0",
+            "Channel-Hangup-Time": "0", "Channel-Transfer-Time": "0",
+            "Channel-Resurrect-Time": "0", "Channel-Bridged-Time": "0",
+            "Channel-Last-Hold": "0", "Channel-Hold-Accum": "0", "Screen-Bit": "true",
+            "Privacy-Hide-Name": "false", "Privacy-Hide-Number": "false",
+        }
+        tag = f"{random.randrange(10**6)}SIPpTag001"
+        call_id = f"{random.randrange(10**6)}-sim@127.0.0.1"
+        codec, rate, pt = self.codec_name, self.rate, self.pt
+        sdp = (f"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n"
+               f"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16600 RTP/AVP {pt}\r\n"
+               f"a=rtpmap:{pt} {codec}/{rate}\r\n")
+        for k, v in [
+            ("direction", "inbound"), ("uuid", u), ("call_uuid", u),
+            ("session_id", str(self.switch.session_count + 1)), ("sip_from_user", c),
+            ("sip_from_port", "5070"), ("sip_from_uri", f"{c}@127.0.0.1:5070"),
+            ("sip_from_host", "127.0.0.1"), ("video_media_flow", "disabled"),
+            ("text_media_flow", "disabled"), ("channel_name", self.name),
+            ("sip_call_id", call_id), ("sip_local_network_addr", "127.0.0.1"),
+            ("sip_network_ip", "127.0.0.1"), ("sip_network_port", "5070"),
+            ("sip_invite_stamp", created), ("sip_received_ip", "127.0.0.1"),
+            ("sip_received_port", "5070"), ("sip_via_protocol", "udp"),
+            ("sip_from_user_stripped", c), ("sip_from_tag", tag),
+            ("sofia_profile_name", "external"),
+            ("sofia_profile_url", "sip:mod_sofia@127.0.0.1:5080"),
+            ("recovery_profile_name", "external"),
+            ("sip_full_via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-sim-1-0"),
+            ("sip_from_display", c),
+            ("sip_full_from", f'"{c}" <sip:{c}@127.0.0.1:5070>;tag={tag}'),
+            ("sip_full_to", f"<sip:{did}@127.0.0.1:5080>"), ("sip_req_user", did),
+            ("sip_req_port", "5080"), ("sip_req_uri", f"{did}@127.0.0.1:5080"),
+            ("sip_req_host", "127.0.0.1"), ("sip_to_user", did), ("sip_to_port", "5080"),
+            ("sip_to_uri", f"{did}@127.0.0.1:5080"), ("sip_to_host", "127.0.0.1"),
+            ("sip_contact_user", c), ("sip_contact_port", "5070"),
+            ("sip_contact_uri", f"{c}@127.0.0.1:5070"), ("sip_contact_host", "127.0.0.1"),
+            ("sip_subject", "callctl sim"), ("sip_user_agent", "callctl-sim"),
+            ("sip_via_host", "127.0.0.1"), ("sip_via_port", "5070"), ("max_forwards", "70"),
+            ("switch_r_sdp", sdp),
+            ("ep_codec_string", f"CORE_PCM_MODULE.{codec}@{rate}h@20i@64000b"),
+            ("rtp_use_codec_string", "PCMU,PCMA"), ("remote_video_media_flow", "inactive"),
+            ("remote_text_media_flow", "inactive"), ("remote_audio_media_flow", "sendrecv"),
+            ("audio_media_flow", "sendrecv"), ("remote_media_ip", "127.0.0.1"),
+            ("remote_media_port", "16600"), ("rtp_audio_recv_pt", str(pt)),
+            ("rtp_use_codec_name", codec), ("rtp_use_codec_rate", str(rate)),
+            ("rtp_use_codec_ptime", "20"), ("rtp_use_codec_channels", "1"),
+            ("rtp_last_audio_codec_string", f"{codec}@{rate}h@20i@1c"),
+            ("read_codec", codec), ("original_read_codec", codec), ("read_rate", str(rate)),
+            ("original_read_rate", str(rate)), ("write_codec", codec),
+            ("write_rate", str(rate)), ("dtmf_type", "rfc2833"),
+            ("endpoint_disposition", "RECEIVED"),
+        ]:
+            self.variables[k] = v
+
+    def set_var(self, name: str, value: str | None) -> None:
+        """FreeSWITCH semantics: setting deletes then appends (the variable moves to the end);
+        an empty or None value unsets."""
+        self.variables.pop(name, None)
+        if value:
+            self.variables[name] = value
+
+    def is_up(self) -> bool:
+        return self.hangup_cause is None
+
+    # ------------------------------------------------------------------ events
+
+    def fire(self, ev: Event) -> None:
+        self.event_names.append(ev.name if ev.subclass is None else f"CUSTOM {ev.subclass}")
+        self.switch.dispatch(ev)
+
+    def _fire(self, name: str, **kw: Any) -> None:
+        self.fire(self.switch.factory.channel_event(name, self, **kw))
+
+    def fire_event(self, name: str, headers: dict[str, str]) -> None:
+        """ChannelSignals: a channel event with extra headers after the channel data."""
+        self._fire(name, after=list(headers.items()))
+
+    def fire_custom(self, subclass: str, body: str | None) -> None:
+        """ChannelSignals: CUSTOM event, Event-Subclass first, channel data, raw body."""
+        self._fire("CUSTOM", subclass=subclass, body=body, where="CUSTOM")
+
+    def _set_state(self, state: str, number: int | None = None) -> None:
+        self.state = state
+        self.state_number = STATE_NUMBERS[state] if number is None else number
+        self._fire("CHANNEL_STATE")
+
+    def _set_callstate(self, call_state: str) -> None:
+        from callctl.sim.events import CALLSTATE_NUMBERS
+        old, self.call_state = self.call_state, call_state
+        self._fire("CHANNEL_CALLSTATE", before=[
+            ("Original-Channel-Call-State", old),
+            ("Channel-Call-State-Number", str(CALLSTATE_NUMBERS[call_state]))])
+
+    # ------------------------------------------------------------------ caller side
+
+    def dtmf(self, digit: str, duration_samples: int = 2000) -> None:
+        """ChannelSignals: the caller pressed ``digit`` (DTMF, RTP source, no variables)."""
+        if digit not in "0123456789*#ABCD" or len(digit) != 1:
+            raise ValueError(f"bad DTMF digit {digit!r}")
+        if self.is_up():
+            self._fire("DTMF", after=[("DTMF-Digit", digit),
+                                      ("DTMF-Duration", str(duration_samples)),
+                                      ("DTMF-Source", "RTP")])
+
+    def caller_hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """ChannelSignals: the caller sent BYE."""
+        self.hangup(cause, disposition="recv_bye")
+
+    def heard(self) -> list[Heard]:
+        return self.media.heard()
+
+    # ------------------------------------------------------------------ control
+
+    def hangup(self, cause: str = "NORMAL_CLEARING", disposition: str = "send_bye") -> None:
+        """Start hanging up (idempotent). Fires CHANNEL_HANGUP now; the owner greenlet does
+        the rest."""
+        if self.hangup_cause is not None:
+            return
+        if cause not in HANGUP_CAUSES:
+            cause = "NORMAL_CLEARING"
+        self.hangup_cause = cause
+        self.hangup_us = int(time.time() * 1_000_000)
+        self.profile["Channel-Hangup-Time"] = str(self.hangup_us)
+        self.state_number = STATE_NUMBERS["CS_HANGUP"]
+        self.answer_state = "hangup"
+        if disposition == "recv_bye":
+            self.set_var("sip_term_status", "200")
+            self.set_var("proto_specific_hangup_cause", "sip:200")
+            self.set_var("sip_term_cause", str(HANGUP_CAUSES[cause]))
+        self._fire("CHANNEL_HANGUP")
+        self.set_var("sip_hangup_disposition", disposition)
+        self.media.stop()
+        self.hungup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self.inbox.put_nowait(WAKE)
+        except gevent.queue.Full:
+            pass          # the owner polls ``hungup`` anyway
+
+    def enqueue(self, msg: PrivateMessage) -> bool:
+        """Queue a call command; False if the channel is gone or the inbox is full."""
+        if not self.is_up():
+            return False
+        try:
+            self.inbox.put_nowait(msg)
+        except gevent.queue.Full:
+            self.log.warning("sim.inbox_full", dropped=msg.command)
+            return False
+        return True
+
+    def flush_inbox(self) -> None:
+        """uuid_break all: discard queued commands."""
+        while True:
+            try:
+                self.inbox.get_nowait()
+            except gevent.queue.Empty:
+                return
+
+    def answer(self) -> bool:
+        if not self.is_up():
+            return False
+        if self.answer_state == "answered":
+            return True
+        self.answered_us = int(time.time() * 1_000_000)
+        self.profile["Channel-Answered-Time"] = str(self.answered_us)
+        self.answer_state = "answered"
+        for k, v in [("rtp_local_sdp_str", "v=0\r\no=FreeSWITCH 1 2 IN IP4 127.0.0.1\r\n"),
+                     ("local_media_ip", "127.0.0.1"), ("local_media_port", "16458"),
+                     ("advertised_media_ip", "127.0.0.1"), ("rtp_use_pt", str(self.pt)),
+                     ("rtp_use_ssrc", str(random.randrange(1, 2**32))),
+                     ("rtp_2833_send_payload", "101"), ("rtp_2833_recv_payload", "101"),
+                     ("remote_media_ip", "127.0.0.1"), ("remote_media_port", "16600")]:
+            self.set_var(k, v)
+        self._fire("CHANNEL_ANSWER")
+        self._set_callstate("ACTIVE")
+        self.set_var("endpoint_disposition", "ANSWER")
+        self.media.start()
+        self.answered.set()
+        return True
+
+    def release_control(self) -> None:
+        """The outbound socket went away: ``park`` ends, the dialplan goes on."""
+        self.controlled = False
+        self._wake()
+
+    def transfer(self, dest: str, dialplan: str = "XML") -> None:
+        self.transfer_to = (dest, dialplan)
+        self.profile["Channel-Transfer-Time"] = str(int(time.time() * 1_000_000))
+        self._wake()
+
+    # ------------------------------------------------------------------ owner greenlet
+
+    def run(self) -> None:
+        """The session thread: create, route, execute, report, destroy."""
+        try:
+            self._create()
+            actions = self.inline_actions or self.switch.route(self.did)
+            while True:
+                for app, arg in actions:
+                    if not self.is_up() or self.transfer_to:
+                        break
+                    self.execute(app, arg)
+                if self.transfer_to and self.is_up():
+                    dest, dialplan = self.transfer_to
+                    self.transfer_to = None
+                    if self.outbound is not None:
+                        self.outbound.close()
+                    actions = self.switch.route(dest, dialplan)
+                    self.profile["Destination-Number"] = dest
+                    continue
+                break
+            if self.is_up():
+                self.log.info("sim.last_dialplan_instruction")
+                self.hangup("NORMAL_CLEARING")
+        except Exception:
+            self.log.exception("sim.channel_crashed")
+            self.hangup("NORMAL_TEMPORARY_FAILURE")
+        finally:
+            self._report_and_destroy()
+
+    def _create(self) -> None:
+        self._set_state("CS_NEW")
+        self.codec = self._codec_info
+        self.show_profile = True
+        cname, rate, bits = self._codec_info
+        self._fire("CODEC", where="CODEC_READ", variables=False, after=[
+            ("channel-read-codec-name", cname), ("channel-read-codec-rate", str(rate)),
+            ("channel-read-codec-bit-rate", str(bits))])
+        self._fire("CODEC", where="CODEC_WRITE", variables=False, after=[
+            ("Channel-Write-Codec-Name", cname), ("Channel-Write-Codec-Rate", str(rate)),
+            ("Channel-Write-codec-bit-rate", str(bits))])
+        self._set_state("CS_INIT")
+        self.state_number = STATE_NUMBERS["CS_ROUTING"]
+        self._fire("CHANNEL_CREATE")
+        self.state = "CS_ROUTING"
+        self._set_callstate("RINGING")
+        self._set_state("CS_ROUTING")
+        self._set_state("CS_EXECUTE")
+        self.set_var("call_uuid", self.uuid)
+
+    def execute(self, app: str, arg: str = "", app_uuid: str | None = None,
+                broadcast: bool = False) -> bool:
+        """Run one dialplan application with CHANNEL_EXECUTE / _COMPLETE around it.
+        Returns False (no events) for an unknown application."""
+        fn = APPS.get(app)
+        if fn is None:
+            self.log.warning("sim.invalid_application", app=app)
+            return False
+        app_uuid = app_uuid or str(uuidlib.uuid4())
+        self.set_var("current_application", app)
+        self.set_var("current_application_data", arg)
+        self.current_app, self.current_app_data = app, arg
+        info: list[Header] = [("Application", app)]
+        if arg:
+            info.append(("Application-Data", arg))
+        self._fire("CHANNEL_EXECUTE", after=[*info, ("Application-UUID", app_uuid)])
+        outer, self.executing = self.executing, app
+        try:
+            fn(self, arg, broadcast)
+        finally:
+            self.executing = outer
+        response = self.variables.get("current_application_response") or "_none_"
+        self._fire("CHANNEL_EXECUTE_COMPLETE", after=[
+            *info, ("Application-Response", response), ("Application-UUID", app_uuid)])
+        return True
+
+    def park_loop(self) -> None:
+        """``switch_ivr_park``: CHANNEL_PARK, serve the inbox until hangup / transfer / (for
+        an outbound socket) release of control, CHANNEL_UNPARK."""
+        self._fire("CHANNEL_PARK")
+        while self.is_up() and not self.transfer_to and (
+                self.outbound is None or self.controlled):
+            try:
+                msg = self.inbox.get(timeout=0.5)
+            except gevent.queue.Empty:
+                continue
+            if msg.command != "wake":
+                self.process(msg)
+        self._fire("CHANNEL_UNPARK")
+
+    def process(self, msg: PrivateMessage) -> None:
+        """Run one private message, then fire PRIVATE_COMMAND (sendmsg headers first)."""
+        if msg.command == "execute":
+            self.set_var("current_loop", "1")
+            self.set_var("total_loops", str(msg.loops))
+            for _ in range(max(1, msg.loops)):
+                if not self.is_up():
+                    break
+                self.execute(msg.app, msg.arg, msg.event_uuid, msg.broadcast)
+            self.set_var("current_loop", None)
+            self.set_var("total_loops", None)
+        elif msg.command == "hangup":
+            self.hangup(msg.cause)
+        ev = self.switch.factory.channel_event("PRIVATE_COMMAND", self)
+        self.fire(Event(ev.name, msg.prefix + ev.headers))
+
+    def _report_and_destroy(self) -> None:
+        self.media.stop()
+        for path in list(self.recordings):
+            stop_recording(self, path)
+        self.state = "CS_HANGUP"
+        self._set_state("CS_HANGUP")
+        self._set_callstate("HANGUP")
+        self._set_state("CS_REPORTING")
+        self._set_cdr_vars()
+        self._fire("CHANNEL_HANGUP_COMPLETE", before=[("Hangup-Cause", self.hangup_cause or "")])
+        if self.outbound is not None:
+            self.outbound.channel_done()
+            self.outbound.released.wait(timeout=self.switch.max_linger_s)
+        self.state_number = STATE_NUMBERS["CS_DESTROY"]
+        self._fire("CHANNEL_DESTROY")
+        self.state = "CS_DESTROY"
+        self._fire("CHANNEL_STATE")
+        self.switch.forget(self)
+        self.destroyed.set()
+
+    def _set_cdr_vars(self) -> None:
+        cause = self.hangup_cause or "NORMAL_CLEARING"
+        end_us = self.hangup_us or int(time.time() * 1_000_000)
+        start, ans = self.created_us, self.answered_us
+        bill_us = end_us - ans if ans else 0
+        dur_us = end_us - start
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start / 1e6))
+        cdr = [("hangup_cause", cause), ("hangup_cause_q850", str(HANGUP_CAUSES[cause])),
+               ("digits_dialed", "none"), ("start_stamp", stamp),
+               ("profile_start_stamp", stamp)]
+        if ans:
+            cdr.append(("answer_stamp",
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ans / 1e6))))
+        cdr += [("end_stamp", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end_us / 1e6))),
+                ("start_epoch", str(start // 10**6)), ("start_uepoch", str(start)),
+                ("profile_start_epoch", str(start // 10**6)),
+                ("profile_start_uepoch", str(start)),
+                ("answer_epoch", str(ans // 10**6)), ("answer_uepoch", str(ans))]
+        cdr += [(k, "0") for k in (
+            "bridge_epoch", "bridge_uepoch", "last_hold_epoch", "last_hold_uepoch",
+            "hold_accum_seconds", "hold_accum_usec", "hold_accum_ms", "resurrect_epoch",
+            "resurrect_uepoch", "progress_epoch", "progress_uepoch", "progress_media_epoch",
+            "progress_media_uepoch")]
+        cdr += [("end_epoch", str(end_us // 10**6)), ("end_uepoch", str(end_us)),
+                ("last_app", self.current_app), ("last_arg", self.current_app_data),
+                ("caller_id", f'"{self.caller_id}" <{self.caller_id}>'),
+                ("duration", str(dur_us // 10**6)), ("billsec", str(bill_us // 10**6)),
+                ("progresssec", "0"), ("answersec", str((ans - start) // 10**6 if ans else 0)),
+                ("waitsec", "0"), ("progress_mediasec", "0"),
+                ("flow_billsec", str(dur_us // 10**6)),
+                ("mduration", str(dur_us // 1000)), ("billmsec", str(bill_us // 1000)),
+                ("progressmsec", "0"), ("answermsec", str((ans - start) // 1000 if ans else 0)),
+                ("waitmsec", "0"), ("progress_mediamsec", "0"),
+                ("flow_billmsec", str(dur_us // 1000)), ("uduration", str(dur_us)),
+                ("billusec", str(bill_us)), ("progressusec", "0"),
+                ("answerusec", str(ans - start if ans else 0)), ("waitusec", "0"),
+                ("progress_mediausec", "0"), ("flow_billusec", str(dur_us))]
+        frames = max(0, bill_us // 20000)
+        nbytes = frames * (self.rate // 50)
+        cdr += [("rtp_audio_in_raw_bytes", str(nbytes)), ("rtp_audio_in_media_bytes",
+                 str(nbytes)), ("rtp_audio_in_packet_count", str(frames)),
+                ("rtp_audio_in_media_packet_count", str(frames))]
+        cdr += [(f"rtp_audio_in_{k}", "0") for k in (
+            "skip_packet_count", "jitter_packet_count", "dtmf_packet_count",
+            "cng_packet_count", "flush_packet_count", "largest_jb_size")]
+        cdr += [("rtp_audio_in_jitter_min_variance", "0.00"),
+                ("rtp_audio_in_jitter_max_variance", "0.00"),
+                ("rtp_audio_in_jitter_loss_rate", "0.00"),
+                ("rtp_audio_in_jitter_burst_rate", "0.00"),
+                ("rtp_audio_in_mean_interval", "20.00"), ("rtp_audio_in_flaw_total", "0"),
+                ("rtp_audio_in_quality_percentage", "100.00"), ("rtp_audio_in_mos", "4.50"),
+                ("rtp_audio_out_raw_bytes", str(nbytes)),
+                ("rtp_audio_out_media_bytes", str(nbytes)),
+                ("rtp_audio_out_packet_count", str(frames)),
+                ("rtp_audio_out_media_packet_count", str(frames))]
+        cdr += [(f"rtp_audio_{k}", "0") for k in (
+            "out_skip_packet_count", "out_dtmf_packet_count", "out_cng_packet_count",
+            "rtcp_packet_count", "rtcp_octet_count")]
+        for k, v in cdr:
+            self.set_var(k, v)
+
+
+# ---------------------------------------------------------------------- applications
+
+def _app_answer(ch: Channel, arg: str, broadcast: bool) -> None:
+    ch.answer()
+
+
+def _app_park(ch: Channel, arg: str, broadcast: bool) -> None:
+    ch.park_loop()
+
+
+def _app_playback(ch: Channel, arg: str, broadcast: bool) -> None:
+    result: PlayResult = ch.media.play(arg, broadcast=broadcast) if ch.is_up() else "error"
+    ch.set_var("current_application_response", PLAY_RESPONSES.get(result, "PLAYBACK ERROR"))
+
+
+def _app_hangup(ch: Channel, arg: str, broadcast: bool) -> None:
+    ch.hangup(arg.strip() or "NORMAL_CLEARING")
+
+
+def _app_set(ch: Channel, arg: str, broadcast: bool) -> None:
+    name, _, value = arg.partition("=")
+    if name:
+        ch.set_var(name.strip(), value)
+
+
+def _app_sleep(ch: Channel, arg: str, broadcast: bool) -> None:
+    try:
+        ms = int(arg)
+    except ValueError:
+        return
+    ch.hungup.wait(timeout=ms / 1000 / max(ch.switch.cfg.speed, 1e-3))
+
+
+def _app_socket(ch: Channel, arg: str, broadcast: bool) -> None:
+    from callctl.sim.outbound import run_socket_app
+    run_socket_app(ch, arg)
+
+
+def stop_recording(ch: Channel, path: str) -> bool:
+    """Finish one ``uuid_record`` (writes the WAV, fires RECORD_STOP)."""
+    from callctl.sim.api import finish_recording
+    return finish_recording(ch, path)
+
+
+APPS: Mapping[str, Callable[[Channel, str, bool], None]] = {
+    "answer": _app_answer, "park": _app_park, "playback": _app_playback,
+    "hangup": _app_hangup, "set": _app_set, "sleep": _app_sleep, "socket": _app_socket,
+}
+
+
+def _new_media(ch: Channel, codec: str, rate: int, speed: float) -> ChannelMedia:
+    from callctl.sim.media import new_media
+    media: ChannelMedia = new_media(signals=ch, codec=codec, rate=rate, speed=speed)
+    return media
