@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     if args.command == "check-config":
-        problems = _check_routes(cfg)
+        problems = _check_routes(cfg, args.config or config.DEFAULT_PATH)
         for line in problems:
             print(f"callctl: config error: {line}", file=sys.stderr)
         if problems:
@@ -68,14 +68,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_routes(cfg: config.Config) -> list[str]:
+def _check_routes(cfg: config.Config, path: Any = None) -> list[str]:
     """Deeper checks that need other modules (flows); each returns one-line problems."""
     try:
         flows = importlib.import_module("callctl.dialog.flows")
     except ImportError:
         return []
     check = getattr(flows, "check_config", None)
-    return list(check(cfg)) if check else []
+    return list(check(cfg, path)) if check else []
 
 
 def _to_toml(data: dict[str, Any]) -> str:

@@ -214,6 +214,26 @@ class DialogConfig:
     llm_deadline_ms: int = setting(
         1500, "Time to first sentence before a filler prompt is played.", between(100, 60000)
     )
+    llm_stall_ms: int = setting(
+        5000, "LLM stream silent this long (or connect taking this long): fallback reply.",
+        between(100, 120000),
+    )
+    llm_timeout_ms: int = setting(
+        20000, "Longest LLM turn from request to end of stream.", between(500, 300000)
+    )
+    llm_system_prompt: str = setting(
+        "You are a friendly phone agent. Answer in one to three short spoken sentences, "
+        "without lists or markup. Use the tools to transfer, hang up or collect digits.",
+        "System prompt sent first in every LLM conversation.",
+    )
+    llm_greeting: str = setting("Hello, how can I help you?", "First sentence of an LLM call.")
+    llm_filler: str = setting("One moment.", "Said when the LLM misses llm_deadline_ms.")
+    llm_fallback_transfer: str = setting(
+        "", "Where the LLM route transfers after an LLM failure (empty: ask to repeat)."
+    )
+    llm_max_history: int = setting(
+        40, "Messages of LLM conversation history kept per call.", between(2, 1000)
+    )
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,9 @@ def test_secret_masked_in_bad_value_and_print(tmp_path: Path, capsys: pytest.Cap
 
 def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
-    good.write_text("[[routes]]\ndid = '+15551230000'\nflow = 'front_desk'\n")
+    flows = Path(__file__).resolve().parent.parent / "callctl" / "examples" / "flows"
+    good.write_text(f"[dialog]\nflows_dir = '{flows}'\n"
+                    "[[routes]]\ndid = '+15551230000'\nflow = 'front_desk'\n")
     bad = tmp_path / "bad.toml"
     bad.write_text("[metrics]\nlisten_port = 0\n")
     assert cli_main(["check-config", "--config", str(good)]) == 0
