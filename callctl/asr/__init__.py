@@ -1,0 +1,1 @@
+"""Speech recognition: the recognizer interface and its engines (vosk, whisper)."""

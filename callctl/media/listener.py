@@ -1,0 +1,303 @@
+"""The Listener: one call's ears. Inbox → VAD → ASR → endpointing → ``emit(event)``.
+
+How this works: ``run()`` (in its own greenlet) takes items from the call's ``Inbox``. Audio
+goes through the VAD; while the caller speaks (plus ``padding_ms`` of pre-roll kept in a
+ring) it is fed to the recognizer in the hub's threadpool. Frames that arrive during a
+decode wait in the inbox and are fed as one batch next time, so a slow decode never blocks
+the hub and the recognizer catches up in bigger steps. Only speech is decoded.
+
+Phases of a turn: IDLE (no speech) → SPEAKING (SpeechStarted; a new ``Turn`` from
+``turn_factory`` on the first one, marked ``speech_start``) → PAUSED (SpeechEnded: the
+recognizer is finalized at once and a speculative ``FinalTranscript`` is emitted) → either
+SPEAKING again (``TurnResumed``: the speculative text becomes the prefix of the turn) or
+committed by ``EndpointPolicy`` (``TurnCommitted``; marks ``speech_end``, ``asr_final``,
+``endpoint`` on the turn) → IDLE. A fork that closes or drains mid-turn commits the turn with
+reason ``fork_closed``/``fork_drained``. No audio for ``no_audio_timeout_s`` → ``NoAudio``.
+Fork control events (connected, text, closed...) are passed on to ``emit`` unchanged.
+
+``emit`` is called on the listener's greenlet and must not block for long (the session
+puts the event in its own inbox).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import numpy as np
+
+from callctl.asr.base import FinalTranscript, PartialTranscript, Recognition, Recognizer, Word
+from callctl.call.timeline import Turn
+from callctl.log import get_logger
+from callctl.media.audio import (
+    AudioFrame,
+    ForkClosed,
+    ForkConnected,
+    ForkDrained,
+    Inbox,
+)
+from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
+from callctl.turns import (
+    Action,
+    AsrFailed,
+    EndpointPolicy,
+    ListenState,
+    NoAudio,
+    NoInput,
+    TurnCommitted,
+    TurnResumed,
+)
+
+Emit = Callable[[Any], None]
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+
+
+class Listener:
+    """Listens to one call (see module docstring). Construct, then ``gevent.spawn(l.run)``."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        recognizer: Recognizer,
+        vad: Vad,
+        policy: EndpointPolicy,
+        emit: Emit,
+        turn_factory: Callable[[], Turn],
+        padding_ms: int = 200,
+        no_audio_timeout_s: float = 5.0,
+        decode_timeout_s: float = 10.0,
+        call_uuid: str | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.recognizer = recognizer
+        self.vad = vad
+        self.policy = policy
+        self.emit = emit
+        self.turn_factory = turn_factory
+        self.padding_s = padding_ms / 1000
+        self.no_audio_timeout_s = no_audio_timeout_s
+        self.decode_timeout_s = decode_timeout_s
+        self.log = get_logger(call_uuid=call_uuid).bind(component="listener")
+        self.phase = Phase.IDLE
+        self.turn: Turn | None = None
+        self._stopped = False
+        self._preroll: collections.deque[AudioFrame] = collections.deque()
+        self._preroll_s = 0.0
+        self._parts: list[str] = []          # texts of earlier segments of this turn
+        self._words: list[Word] = []
+        self._partial = ""
+        self._speculative: Recognition | None = None
+        self._speculative_at = 0.0
+        self._speech_start = 0.0
+        self._speech_end = 0.0
+        self._armed_at: float | None = None
+        self._last_audio = time.monotonic()
+        self._no_audio_reported = False
+        self._asr_ok = True
+
+    # -- control from the session (any greenlet) -----------------------------------------------
+
+    def stop(self) -> None:
+        """Make ``run()`` return within one poll interval."""
+        self._stopped = True
+
+    def arm_no_input(self, at: float | None = None) -> None:
+        """Start the no-input timer (the bot finished speaking)."""
+        self._armed_at = time.monotonic() if at is None else at
+
+    def disarm_no_input(self) -> None:
+        self._armed_at = None
+
+    # -- main loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume the inbox until ``stop()``. Exceptions end only this call's listener."""
+        try:
+            while not self._stopped:
+                item = self.inbox.get(timeout=self._poll_s())
+                batch: list[AudioFrame] = []
+                while item is not None:
+                    if isinstance(item, AudioFrame):
+                        batch.append(item)
+                    else:
+                        self._audio(batch)
+                        batch = []
+                        self._control(item)
+                    if len(batch) >= 50:
+                        break
+                    item = self.inbox.get(timeout=0)
+                self._audio(batch)
+                self._evaluate()
+        except gevent.GreenletExit:
+            raise
+        except Exception as e:
+            self.log.exception("listener failed", error=str(e))
+            self.emit(AsrFailed(f"listener failed: {e}", time.monotonic()))
+
+    def _poll_s(self) -> float:
+        return 0.02 if self.phase is not Phase.IDLE else 0.1
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _control(self, ev: Any) -> None:
+        if isinstance(ev, ForkConnected) and ev.reconnect and self.phase is not Phase.IDLE:
+            self._commit("fork_reconnected")
+        if isinstance(ev, ForkConnected):
+            self._last_audio = ev.at
+            self._no_audio_reported = False
+            self.vad.reset()
+        self.emit(ev)
+        if isinstance(ev, ForkClosed | ForkDrained) and self.phase is not Phase.IDLE:
+            self._commit("fork_closed" if isinstance(ev, ForkClosed) else "fork_drained")
+            self.vad.reset()
+
+    def _audio(self, frames: list[AudioFrame]) -> None:
+        if not frames:
+            return
+        self._last_audio = frames[-1].at
+        self._no_audio_reported = False
+        to_decode: list[AudioFrame] = []
+        for f in frames:
+            for ev in self.vad.feed(f.samples, f.at):
+                if isinstance(ev, SpeechStarted):
+                    to_decode.extend(self._speech_started(ev))
+                else:
+                    self._decode(to_decode)
+                    to_decode = []
+                    self._speech_ended(ev)
+            if self.phase is Phase.SPEAKING:
+                to_decode.append(f)
+            else:
+                self._remember(f)
+        self._decode(to_decode)
+
+    def _remember(self, f: AudioFrame) -> None:
+        self._preroll.append(f)
+        self._preroll_s += f.duration_s
+        while self._preroll and self._preroll_s - self._preroll[0].duration_s >= self.padding_s:
+            self._preroll_s -= self._preroll.popleft().duration_s
+
+    def _speech_started(self, ev: SpeechStarted) -> list[AudioFrame]:
+        """Returns the pre-roll to decode before the current frame."""
+        self.emit(ev)
+        if self.phase is Phase.PAUSED:
+            discarded = self._speculative.text if self._speculative else ""
+            if self._speculative is not None and self._speculative.text:
+                self._parts.append(self._speculative.text)
+                self._words.extend(self._speculative.words)
+            self._speculative = None
+            self.emit(TurnResumed(ev.at, discarded))
+        else:
+            self.turn = self.turn_factory()
+            self.turn.mark("speech_start", ev.at)
+            self._speech_start = ev.at
+            self._armed_at = None
+        self.phase = Phase.SPEAKING
+        pre = list(self._preroll)
+        self._preroll.clear()
+        self._preroll_s = 0.0
+        return pre
+
+    def _speech_ended(self, ev: SpeechEnded) -> None:
+        self.emit(ev)
+        self.phase = Phase.PAUSED
+        self._speech_end = ev.at
+        rec = self._final()
+        if rec is not None:
+            self._speculative = rec
+            self._speculative_at = time.monotonic()
+            self.emit(FinalTranscript(self._text(rec.text), tuple(self._words) + rec.words,
+                                      True, self._speculative_at, rec.decode_s))
+
+    # -- recognizer (threadpool) ----------------------------------------------------------------
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if not self._asr_ok:
+            return None
+        try:
+            return gevent.get_hub().threadpool.spawn(fn, *args).get(
+                timeout=self.decode_timeout_s)
+        except Exception as e:  # engine error or timeout: this call loses ASR, nothing else
+            self._asr_ok = False
+            self.log.error("recognizer failed", error=repr(e))
+            self.emit(AsrFailed(repr(e), time.monotonic()))
+            return None
+
+    def _decode(self, frames: list[AudioFrame]) -> None:
+        if not frames:
+            return
+        pcm = np.concatenate([f.samples for f in frames]).astype("<i2").tobytes()
+        partial = self._run(self.recognizer.accept, pcm)
+        if partial is not None:
+            self._partial = partial
+            self.emit(PartialTranscript(self._text(partial), time.monotonic()))
+
+    def _final(self) -> Recognition | None:
+        rec: Recognition | None = self._run(self.recognizer.final)
+        self._partial = ""
+        return rec
+
+    def _text(self, last: str) -> str:
+        return " ".join(p for p in [*self._parts, last] if p)
+
+    # -- endpointing ----------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        now = time.monotonic()
+        if (not self._no_audio_reported
+                and now - self._last_audio >= self.no_audio_timeout_s):
+            self._no_audio_reported = True
+            self.emit(NoAudio(now - self._last_audio, now))
+        if self.phase is Phase.IDLE:
+            state = ListenState(False, None, 0.0, "",
+                                None if self._armed_at is None else (now - self._armed_at) * 1000)
+        else:
+            best = self._speculative.text if self._speculative is not None else self._partial
+            state = ListenState(
+                speaking=self.phase is Phase.SPEAKING,
+                silence_ms=(now - self._speech_end) * 1000 if self.phase is Phase.PAUSED
+                else None,
+                utterance_ms=(now - self._speech_start) * 1000,
+                text=self._text(best),
+                waiting_ms=None,
+            )
+        decision = self.policy.decide(state)
+        if decision.action is Action.COMMIT:
+            self._commit(decision.reason)
+        elif decision.action is Action.NO_INPUT:
+            self._armed_at = None
+            self.emit(NoInput(now))
+
+    def _commit(self, reason: str) -> None:
+        now = time.monotonic()
+        rec = self._speculative
+        final_at = self._speculative_at
+        if self.phase is Phase.SPEAKING or rec is None:
+            if self.phase is Phase.SPEAKING:  # cut off (max length, fork gone): new onset next
+                self._speech_end = now
+                self.vad.reset()
+            rec = self._final() or Recognition("")
+            final_at = time.monotonic()
+            self.emit(FinalTranscript(self._text(rec.text), tuple(self._words) + rec.words,
+                                      False, final_at, rec.decode_s))
+        text = self._text(rec.text)
+        words = tuple(self._words) + rec.words
+        turn = self.turn if self.turn is not None else self.turn_factory()
+        turn.mark("speech_end", self._speech_end)
+        turn.mark("asr_final", final_at)
+        turn.mark("endpoint", now)
+        turn.transcript = text
+        self.phase = Phase.IDLE
+        self.turn = None
+        self._parts, self._words, self._partial = [], [], ""
+        self._speculative = None
+        self.emit(TurnCommitted(text, words, reason, now, turn))

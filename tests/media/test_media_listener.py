@@ -1,0 +1,205 @@
+"""The Listener end to end: real speech → real WebSocket → VAD → real Vosk → endpointing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import numpy as np
+import pytest
+
+from callctl.asr.base import FinalTranscript, PartialTranscript
+from callctl.asr.vosk import VoskEngine
+from callctl.call.timeline import Turn
+from callctl.media.audio import ForkClosed, ForkConnected
+from callctl.media.forkserver import ForkServer
+from callctl.media.listener import Listener
+from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
+from callctl.sim.corpus import Utterance, utterance
+from callctl.turns import EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
+
+pytestmark = pytest.mark.slow  # real Vosk model and seconds of audio
+
+UUID = "5d3a1f0e-aaaa-4c55-9e0b-0d3c6a1f22e2"
+
+
+@dataclass
+class Harness:
+    server: ForkServer
+    listener: Listener
+    events: list[tuple[float, Any]] = field(default_factory=list)
+    greenlet: gevent.Greenlet | None = None
+    url: str = ""
+
+    def of(self, cls: type) -> list[Any]:
+        return [e for _, e in self.events if isinstance(e, cls)]
+
+    def wait_for(self, cls: type, n: int = 1, timeout: float = 20.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.of(cls)) < n and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        got = self.of(cls)
+        assert len(got) >= n, f"{cls.__name__}: {len(got)} < {n}; events: {self.events}"
+        return got
+
+
+@pytest.fixture
+def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(policy: EndpointPolicy | None = None, no_audio_timeout_s: float = 5.0) -> Harness:
+        url, inbox = fork_server.register(UUID)
+        turns = iter(range(1000))
+        rec = vosk_engine.acquire()
+        h = Harness(fork_server, None, url=url)  # type: ignore[arg-type]
+        h.listener = Listener(
+            inbox, rec, Vad(8000), policy or EndpointPolicy(),
+            lambda ev: h.events.append((time.monotonic(), ev)),
+            lambda: Turn(next(turns)), padding_ms=200, no_audio_timeout_s=no_audio_timeout_s,
+            call_uuid=UUID)
+        h.greenlet = gevent.spawn(h.listener.run)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.listener.stop()
+        assert h.greenlet is not None
+        h.greenlet.join(timeout=2)
+        vosk_engine.release(h.listener.recognizer)
+        fork_server.unregister(UUID)
+
+
+def send_utterances(client: Any, utts: list[Utterance], gap_s: float,
+                    realtime: bool) -> list[float]:
+    """Stream utterances; returns the wall-clock start of each one's audio."""
+    starts = []
+    for u in utts:
+        starts.append(time.monotonic())
+        client.stream(u.samples, realtime=realtime)
+        if gap_s:
+            client.stream(np.zeros(int(gap_s * 8000), dtype=np.int16), realtime=True)
+    return starts
+
+
+def test_realtime_two_turns_partials_finals_and_endpoints(
+        harness: Callable[..., Harness], fork_client: Callable, vosk_engine: VoskEngine) -> None:
+    h = harness()
+    utts = [utterance("I'd like to talk to billing."),
+            utterance("I need to book an appointment for next Tuesday.")]
+    c = fork_client(h.url)
+    c.connect()
+    c.text('{"callctl":"test"}')
+    starts = send_utterances(c, utts, gap_s=0.8, realtime=True)
+    committed = h.wait_for(TurnCommitted, 2)
+    c.close()
+    h.wait_for(ForkClosed)
+
+    assert len(h.of(ForkConnected)) == 1
+    started = h.of(SpeechStarted)
+    assert len(started) == 2
+    assert len(h.of(SpeechEnded)) == 2
+    assert h.of(PartialTranscript)
+    finals = h.of(FinalTranscript)
+    assert len(finals) == 2 and all(f.speculative and f.text for f in finals)
+    for u, t0, s, turn in zip(utts, starts, started, committed, strict=True):
+        speech_end = t0 + u.speech_end_s
+        # speech start within a loose window of the known start in the audio
+        assert -0.2 < s.at - (t0 + u.speech_start_s) < 0.4
+        # the endpoint fires after the speech ends, within a loose window
+        assert 0.0 < turn.at - speech_end < 1.5
+        assert turn.text and turn.reason.startswith("silence_")
+        m = turn.turn.marks
+        assert m["speech_start"] < m["speech_end"] <= m["asr_final"] <= m["endpoint"] + 1e-6
+        assert m["endpoint"] == turn.at
+    # per-turn order: started, ended, speculative final, committed
+    kinds = [type(e).__name__ for _, e in h.events
+             if isinstance(e, SpeechStarted | SpeechEnded | FinalTranscript | TurnCommitted)]
+    assert kinds == ["SpeechStarted", "SpeechEnded", "FinalTranscript", "TurnCommitted"] * 2
+
+
+def test_fast_stream_turns_and_hub_never_blocked(
+        harness: Callable[..., Harness], fork_client: Callable) -> None:
+    h = harness()
+    ticks: list[float] = []
+
+    def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    t = gevent.spawn(ticker)
+    c = fork_client(h.url)
+    c.connect()
+    c.text("{}")
+    u = utterance("Can I speak to an agent?")
+    c.stream(u.samples)  # as fast as the socket takes it
+    turn = h.wait_for(TurnCommitted)[0]
+    t.kill()
+    assert turn.text
+    # decoding ran in the threadpool: the hub kept scheduling the ticker throughout
+    gaps = np.diff(ticks)
+    assert len(ticks) > 10 and gaps.max() < 0.5
+
+
+def test_caller_resumes_before_commit(harness: Callable[..., Harness],
+                                      fork_client: Callable) -> None:
+    h = harness(EndpointPolicy(endpoint_silence_ms=1500, complete_silence_ms=1500,
+                               trailing_silence_ms=1500))
+    c = fork_client(h.url)
+    c.connect()
+    c.text("{}")
+    a, b = utterance("My account number is", tail_s=0.1), utterance("four five six seven.")
+    c.stream(a.samples)
+    c.stream(np.zeros(int(0.5 * 8000), dtype=np.int16), realtime=True)
+    c.stream(b.samples)
+    committed = h.wait_for(TurnCommitted, 1, timeout=30)
+    resumed = h.of(TurnResumed)
+    assert len(resumed) == 1
+    assert len(committed) == 1
+    finals = h.of(FinalTranscript)
+    assert len(finals) == 2 and resumed[0].discarded_text == finals[0].text
+    assert committed[0].text.startswith(finals[0].text)  # first part kept in the turn
+    assert committed[0].text == finals[1].text
+
+
+def test_fork_stops_mid_utterance(harness: Callable[..., Harness],
+                                  fork_client: Callable) -> None:
+    h = harness()
+    c = fork_client(h.url)
+    c.connect()
+    c.text("{}")
+    u = utterance("There is a charge on my bill that I don't recognize.")
+    cut = int((u.speech_start_s + 0.6 * (u.speech_end_s - u.speech_start_s)) * 8000)
+    c.stream(u.samples[:cut])
+    h.wait_for(SpeechStarted)
+    c.close()
+    turn = h.wait_for(TurnCommitted)[0]
+    assert turn.reason == "fork_closed"
+    finals = h.of(FinalTranscript)
+    assert finals and finals[-1].speculative is False and finals[-1].text == turn.text
+
+
+def test_fork_that_never_sends_audio(harness: Callable[..., Harness],
+                                     fork_client: Callable) -> None:
+    h = harness(no_audio_timeout_s=0.3)
+    c = fork_client(h.url)
+    c.connect()
+    c.text("{}")
+    h.wait_for(ForkConnected)
+    no_audio = h.wait_for(NoAudio, timeout=3)
+    assert len(no_audio) == 1 and no_audio[0].seconds >= 0.3
+    assert not h.of(SpeechStarted) and not h.of(TurnCommitted)
+
+
+def test_no_input_after_arming(harness: Callable[..., Harness], fork_client: Callable) -> None:
+    h = harness(EndpointPolicy(no_input_ms=500))
+    c = fork_client(h.url)
+    c.connect()
+    c.text("{}")
+    h.listener.arm_no_input()
+    c.stream(np.zeros(8000, dtype=np.int16), realtime=True)  # 1 s of silence
+    assert len(h.wait_for(NoInput)) == 1

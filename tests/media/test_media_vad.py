@@ -1,0 +1,59 @@
+"""Silero VAD on real speech through G.711: events near the known speech bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
+from callctl.sim.corpus import utterance
+
+
+def run(vad: Vad, samples: np.ndarray, chunk: int = 160) -> list[SpeechStarted | SpeechEnded]:
+    events = []
+    for i in range(0, len(samples), chunk):
+        part = samples[i:i + chunk]
+        events += vad.feed(part, (i + len(part)) / 8000)  # "arrival" time = stream time
+    return events
+
+
+def test_speech_start_and_end_near_known_bounds() -> None:
+    u = utterance("I need to book an appointment for next Tuesday.", tail_s=0.6)
+    vad = Vad(8000, onset_ms=60, hang_ms=120)
+    events = run(vad, u.samples)
+    assert [type(e) for e in events] in ([SpeechStarted, SpeechEnded],
+                                         [SpeechStarted, SpeechEnded, SpeechStarted, SpeechEnded])
+    assert abs(events[0].at - u.speech_start_s) < 0.15
+    assert abs(events[-1].at - u.speech_end_s) < 0.2
+
+
+@pytest.mark.parametrize("chunk", [1, 77, 256, 1000])
+def test_chunking_does_not_change_events(chunk: int) -> None:
+    u = utterance("Yes.")
+    ref = [type(e) for e in run(Vad(8000), u.samples, 160)]
+    assert [type(e) for e in run(Vad(8000), u.samples, chunk)] == ref
+
+
+def test_silence_and_noise_fire_nothing() -> None:
+    rng = np.random.default_rng(1)
+    noise = (rng.normal(0, 60, 8000 * 2)).astype(np.int16)
+    assert run(Vad(8000), np.zeros(8000 * 2, dtype=np.int16)) == []
+    assert run(Vad(8000), noise) == []
+
+
+def test_longer_hang_merges_a_pause() -> None:
+    a, b = utterance("Yes."), utterance("Billing.")
+    pause = np.zeros(int(0.3 * 8000), dtype=np.int16)
+    s = np.concatenate([a.samples, pause, b.samples])
+    short = run(Vad(8000, hang_ms=100), s)
+    long = run(Vad(8000, hang_ms=1500), s)
+    assert sum(isinstance(e, SpeechStarted) for e in short) == 2
+    assert sum(isinstance(e, SpeechStarted) for e in long) == 1
+
+
+def test_reset_and_bad_rate() -> None:
+    vad = Vad(16000)
+    assert vad.window == 512
+    vad.reset()
+    with pytest.raises(ValueError):
+        Vad(11025)
