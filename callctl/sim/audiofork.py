@@ -202,7 +202,9 @@ def run_command(table: ForkTable, argv: list[str]) -> str:
     Mirrors the module's ``fork_function``: an invalid mix type or a ``send_text`` without
     text reply with an empty body (the module jumps over its reply)."""
     variant = table.variant
-    argv = argv[: MAX_SLOTS[variant]]
+    slots = MAX_SLOTS[variant]
+    if len(argv) > slots:            # pre-split argv: the last slot takes the rest
+        argv = [*argv[: slots - 1], " ".join(argv[slots - 1:])]
     argc = len(argv)
     if argc < 2 or (argv[1] == "start" and argc < 4):
         return USAGE[variant]
@@ -466,7 +468,7 @@ class Fork:
         if was_connected and self._ws is not None and self._sock is not None:
             with contextlib.suppress(OSError, LocalProtocolError):
                 out = b""
-                if text is not None:
+                if text is not None and not self.draining:
                     out += self._ws.send(TextMessage(data=text))
                 out += self._ws.send(CloseConnection(code=1000))
                 self._sock.sendall(out)

@@ -4,6 +4,8 @@ StreamServer over loopback) that records what a mod_audio_fork client sends."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +144,18 @@ class WsServer:
                     request = ev
         if self.reject_status is not None:
             sock.sendall(ws.send(RejectConnection(status_code=self.reject_status)))
+            sock.close()
+            return
+        if self.subprotocol is not None and self.subprotocol not in request.subprotocols:
+            # wsproto will not select a protocol the client did not offer: write it by hand.
+            key = dict(request.extra_headers).get(b"sec-websocket-key", b"")
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                         b"\r\nSec-WebSocket-Protocol: " + self.subprotocol.encode() +
+                         b"\r\n\r\n")
+            gevent.sleep(1)
             sock.close()
             return
         sock.sendall(ws.send(AcceptConnection(subprotocol=self.subprotocol)))
