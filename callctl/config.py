@@ -270,6 +270,9 @@ class StoreConfig:
     retry_max_s: float = setting(
         5.0, "Upper bound of the writer's retry backoff while Redis is down.", between(0.01, 300)
     )
+    tls_ca_file: str = setting(
+        "", "CA bundle that signs Redis's TLS certificate (rediss://; empty: system store)."
+    )
 
 
 def _bad_cidrs(values: list[str]) -> str | None:

@@ -40,8 +40,10 @@ ENDED_STATES = frozenset({"ended"})
 
 SCHEMA_VERSION = "1"
 
-#: Ended calls remembered for replay after an outage (oldest forgotten first).
-RECENTLY_ENDED_MAX = 10000
+#: Ended calls remembered for replay after an outage (oldest forgotten first), and how long
+#: they are kept while the store is healthy (their writes are done by then).
+RECENTLY_ENDED_MAX = 2000
+RECENTLY_ENDED_S = 30.0
 
 
 class StoreError(Exception):
@@ -240,7 +242,7 @@ class SessionStore(ABC):
         # Latest written state of each live call (and its turns), replayed by a backend that
         # lost data (Redis restarted empty, writes dropped) once it is reachable again.
         self._live: dict[str, tuple[CallRecord, list[TurnRecord]]] = {}
-        self._recently_ended: dict[str, tuple[CallRecord, float]] = {}
+        self._recently_ended: dict[str, tuple[CallRecord, list[TurnRecord], float]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -293,11 +295,7 @@ class SessionStore(ABC):
         extra = {"index": str(turn.index)}
         if turn.latency_ms is not None:
             extra["latency_ms"] = repr(turn.latency_ms)
-        live = self._live.get(rec.uuid)
-        if live is not None:
-            live[1].append(turn)
-            del live[1][:-MAX_TURNS]
-        self._write_call(rec, ops, self._event("turn", rec, **extra))
+        self._write_call(rec, ops, self._event("turn", rec, **extra), turn)
 
     def call_transferred(self, rec: CallRecord, target: str) -> None:
         """The call was handed on to ``target`` (queue, extension): store it, emit event."""
@@ -455,38 +453,52 @@ class SessionStore(ABC):
         key = self.keys.call(rec.uuid)
         return [Op("hset", key, (rec.to_hash(),)), Op("expire", key, (self.cfg.retention_s,))]
 
-    def _write_call(self, rec: CallRecord, ops: list[Op], event: Op | None) -> None:
+    def _write_call(self, rec: CallRecord, ops: list[Op], event: Op | None,
+                    turn: TurnRecord | None = None) -> None:
         history = tuple(
             {**m, "content": redact(str(m.get("content", "")), self.cfg.transcripts)}
             for m in rec.llm_history) if self.cfg.transcripts != "off" else ()
         rec = replace(rec, updated_at=time.time(), llm_history=history)
+        known = self._live.pop(rec.uuid, None) or self._recently_ended.get(rec.uuid)
+        turns: list[TurnRecord] = known[1] if known else []
+        if turn is not None:
+            turns.append(turn)
+            del turns[:-MAX_TURNS]
         if rec.ended:
-            self._live.pop(rec.uuid, None)
-            self._recently_ended[rec.uuid] = (rec, time.monotonic())
-            if len(self._recently_ended) > RECENTLY_ENDED_MAX:
-                del self._recently_ended[next(iter(self._recently_ended))]
+            self._remember_ended(rec, turns)
         else:
-            turns = self._live[rec.uuid][1] if rec.uuid in self._live else []
             self._live[rec.uuid] = (rec, turns)
         self._submit(tuple([*self._call_ops(rec), *ops, *([event] if event else [])]))
+
+    def _remember_ended(self, rec: CallRecord, turns: list[TurnRecord]) -> None:
+        """Keep an ended call for replay: all of them while the store is down (up to
+        RECENTLY_ENDED_MAX), only the last RECENTLY_ENDED_S seconds' while it is healthy."""
+        now = time.monotonic()
+        ended = self._recently_ended
+        ended[rec.uuid] = (rec, turns, now)
+        while ended:
+            first = next(iter(ended))
+            if len(ended) > RECENTLY_ENDED_MAX or (
+                    self.healthy and ended[first][2] < now - RECENTLY_ENDED_S):
+                del ended[first]
+            else:
+                break
 
     def _resync_ops(self, since_monotonic: float) -> list[tuple[Op, ...]]:
         """Writes that restore every live call (hash, turns, active set) and re-close calls
         that ended since ``since_monotonic``: replayed after an outage, all idempotent."""
-        out: list[tuple[Op, ...]] = []
-        for uuid, (rec, turns) in list(self._live.items()):
-            tkey = self.keys.turns(uuid)
-            ops = [*self._call_ops(rec), Op("sadd", self.keys.active, (uuid,)),
-                   Op("delete", tkey)]
-            if turns:
-                ops += [Op("rpush", tkey, (t.to_json(),)) for t in turns]
-                ops.append(Op("expire", tkey, (self.cfg.retention_s,)))
-            out.append(tuple(ops))
-        for uuid, (rec, at) in list(self._recently_ended.items()):
+        out = []
+        for uuid, (rec, turns, at) in list(self._recently_ended.items()):
             if at < since_monotonic - 1.0:
                 del self._recently_ended[uuid]
-                continue
-            out.append((*self._call_ops(rec), Op("srem", self.keys.active, (uuid,)),
-                        Op("expire", self.keys.turns(uuid), (self.cfg.retention_s,))))
+            else:
+                out.append(self._restore_ops(rec, turns))
+        out += [self._restore_ops(rec, turns) for rec, turns in self._live.values()]
         return out
 
+    def _restore_ops(self, rec: CallRecord, turns: list[TurnRecord]) -> tuple[Op, ...]:
+        tkey = self.keys.turns(rec.uuid)
+        return (*self._call_ops(rec),
+                Op("srem" if rec.ended else "sadd", self.keys.active, (rec.uuid,)),
+                Op("delete", tkey), *(Op("rpush", tkey, (t.to_json(),)) for t in turns),
+                Op("expire", tkey, (self.cfg.retention_s,)))

@@ -3,8 +3,7 @@
 Connection (``StoreConfig``):
 
 - ``redis_url``: ``redis://[user]:password@host:port/db`` or ``rediss://…`` for TLS
-  (certificates verified against the system store; ``?ssl_ca_certs=/path`` and the other
-  redis-py URL options work as documented by ``redis.Redis.from_url``).
+  (certificate and host name verified against ``tls_ca_file`` or the system store).
 - With ``sentinel_master`` set, the URL names the Sentinels instead, comma-separated:
   ``redis://:password@sentinel1:26379,sentinel2:26379/0``; the password (and TLS) are used for
   the master; the Sentinels themselves are asked without authentication.
@@ -112,15 +111,20 @@ def connect(cfg: StoreConfig) -> redis.Redis:
     }
     if not cfg.redis_url:
         raise ValueError("store.redis_url is empty")
+    if cfg.tls_ca_file and cfg.redis_url.startswith("rediss://") and not cfg.sentinel_master:
+        common["ssl_ca_certs"] = cfg.tls_ca_file
     if cfg.sentinel_master:
         t = parse_sentinel_url(cfg.redis_url)
         sentinel = redis.sentinel.Sentinel(
             list(t.sentinels),
             sentinel_kwargs={"socket_timeout": cfg.timeout_s,
-                             "socket_connect_timeout": cfg.timeout_s, "ssl": t.ssl},
+                             "socket_connect_timeout": cfg.timeout_s, "ssl": t.ssl,
+                             **({"ssl_ca_certs": cfg.tls_ca_file} if t.ssl and cfg.tls_ca_file
+                                else {})},
             **common)
+        tls = {"ssl_ca_certs": cfg.tls_ca_file} if t.ssl and cfg.tls_ca_file else {}
         return sentinel.master_for(cfg.sentinel_master, username=t.username,
-                                   password=t.password, db=t.db, ssl=t.ssl)
+                                   password=t.password, db=t.db, ssl=t.ssl, **tls)
     try:
         return redis.Redis.from_url(cfg.redis_url, **common)
     except ValueError as e:

@@ -55,3 +55,46 @@ def _factory(url_default: str, metrics: Metrics) -> Iterator[StoreFactory]:
             client.close()
         except redis.RedisError:
             pass
+
+
+def closed_port_url() -> str:
+    """A redis:// URL of a loopback port nobody listens on."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+class Proc:
+    """A redis-server (or sentinel) process of one test, on its own loopback port."""
+
+    def __init__(self, args: list[str], port: int) -> None:
+        import subprocess
+
+        self.port = port
+        self.proc = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
