@@ -69,6 +69,16 @@ class Reply:
         if g is not None and not g.dead and g is not gevent.getcurrent():
             g.kill(block=True, timeout=2.0)
 
+    def remaining_text(self) -> str:
+        """What to say again after a false interruption: the cut piece and everything after
+        it (the whole reply when it came from the cache in one piece)."""
+        cut = self.playback.cut_index
+        if cut is None:
+            return ""
+        if self.sources[:1] in (["cache"], ["one_moment"]):
+            return self.text
+        return " ".join(self.pieces[cut:])
+
     def wait(self, timeout: float | None) -> bool:
         g = self.greenlet
         if g is None:
@@ -83,11 +93,14 @@ class Speaker:
 
     def __init__(self, primary: Synthesizer, rate: int, deadline_ms: int,
                  fallback: Synthesizer | None = None, cache: PromptCache | None = None,
-                 metrics: Metrics | None = None, one_moment_text: str = ONE_MOMENT) -> None:
+                 metrics: Metrics | None = None, one_moment_text: str = ONE_MOMENT,
+                 fallback_deadline_ms: int | None = None) -> None:
         self.primary = primary
         self.fallback = fallback
         self.rate = check_rate(rate)
         self.deadline_s = deadline_ms / 1000
+        self.fallback_deadline_s = (fallback_deadline_ms or deadline_ms) / 1000
+        self._moment: AudioChunk | None = None
         self.cache = cache
         self.metrics = metrics
         self.one_moment_text = one_moment_text
@@ -103,6 +116,9 @@ class Speaker:
         counts = self.cache.render(self.primary, texts, (self.rate,))
         if counts["failed"] and self.fallback is not None:
             self.cache.render(self.fallback, [self.one_moment_text], (self.rate,))
+        self._moment = self._one_moment()
+        if self._moment is None:
+            self.log.error("tts_one_moment_prompt_missing", text=self.one_moment_text)
         return counts
 
     def say(self, text: str, playback: PlaybackHandle, turn: Turn | None = None) -> Reply:
@@ -158,12 +174,13 @@ class Speaker:
                 self._hand_over(reply, chunk, engine.engine, turn)
 
     def _synthesize(self, engine: Synthesizer, text: str, cancel: CancelToken) -> list[AudioChunk]:
-        """All chunks of ``text`` from ``engine`` within the deadline, or [] on failure."""
+        """All chunks of ``text`` from ``engine`` within its deadline, or [] on failure."""
         t0 = time.monotonic()
         chunks: list[AudioChunk] = []
+        limit = self.deadline_s if engine is self.primary else self.fallback_deadline_s
         try:
-            with gevent.Timeout(self.deadline_s, TtsError(
-                    f"{engine.engine} missed the {self.deadline_s * 1000:.0f} ms deadline")):
+            with gevent.Timeout(limit, TtsError(
+                    f"{engine.engine} missed the {limit * 1000:.0f} ms deadline")):
                 for chunk in engine.synthesize(text, self.rate, cancel):
                     chunks.append(chunk)
         except TtsError as exc:
@@ -186,6 +203,8 @@ class Speaker:
             self.metrics.engine_failures.labels(engine=engine.engine).inc()
 
     def _one_moment(self) -> AudioChunk | None:
+        if self._moment is not None:
+            return self._moment
         if self.cache is None:
             return None
         for engine in (self.primary, self.fallback):

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ttskit import Counting
 
 from callctl.metrics import Metrics
-from callctl.tts.base import AudioChunk, CancelToken, TtsError
+from callctl.tts.base import CancelToken, TtsError
 from callctl.tts.cache import PromptCache, cache_key
 from callctl.tts.espeak import EspeakSynthesizer
-
-
-class Counting:
-    """A real engine that counts how often it is asked to synthesize."""
-
-    def __init__(self, inner: EspeakSynthesizer) -> None:
-        self.inner = inner
-        self.engine = inner.engine
-        self.voice = inner.voice
-        self.calls: list[str] = []
-
-    def synthesize(self, text: str, rate: int, cancel: CancelToken | None = None
-                   ) -> Iterator[AudioChunk]:
-        self.calls.append(text)
-        return self.inner.synthesize(text, rate, cancel)
 
 
 @pytest.fixture

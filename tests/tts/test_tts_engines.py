@@ -82,7 +82,7 @@ def test_piper_rejects_bad_rate_and_missing_voice(piper: PiperSynthesizer, tmp_p
                                                   ) -> None:
     with pytest.raises(ValueError, match="unsupported call rate"):
         list(piper.synthesize("Hi.", 44100))
-    with pytest.raises(EngineUnavailable, match="tts.voice"):
+    with pytest.raises(EngineUnavailable, match=r"tts\.voice"):
         PiperSynthesizer(str(tmp_path / "nope.onnx"))
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
@@ -115,7 +115,7 @@ def test_espeak_missing_binary_is_unavailable() -> None:
 
 def test_espeak_time_limit_kills_it() -> None:
     slow = EspeakSynthesizer(timeout_s=0.0)
-    with pytest.raises(TtsError, match="took longer|did not exit"):
+    with pytest.raises(TtsError, match=r"(took longer|did not exit)"):
         list(slow.synthesize("word " * 2000, 8000))
 
 
@@ -127,14 +127,14 @@ def test_espeak_cancel_mid_read_stops_it(espeak: EspeakSynthesizer) -> None:
 
 
 def test_coqui_without_model_path_says_which_key() -> None:
-    with pytest.raises(EngineUnavailable, match="tts.coqui_model_path is empty"):
+    with pytest.raises(EngineUnavailable, match=r"tts\.coqui_model_path is empty"):
         CoquiSynthesizer("")
 
 
 def test_coqui_missing_model_dir(tmp_path: Path) -> None:
     with pytest.raises(EngineUnavailable, match="not a directory"):
         CoquiSynthesizer(str(tmp_path / "missing"))
-    with pytest.raises(EngineUnavailable, match="config.json"):
+    with pytest.raises(EngineUnavailable, match=r"config\.json"):
         find_model(str(tmp_path))
 
 

@@ -14,8 +14,8 @@ from callctl.tts.base import (
     MAX_CHARS,
     PIECE_CHARS,
     AudioChunk,
-    CancelToken,
     Cancelled,
+    CancelToken,
     clean_text,
     read_wav,
     split_sentences,
@@ -80,7 +80,7 @@ def test_first_piece_is_short_and_cut_at_a_comma() -> None:
 
 
 def test_long_later_sentence_is_cut_at_commas() -> None:
-    long = ", ".join(["this is clause number %d of a long sentence" % i for i in range(12)])
+    long = ", ".join([f"this is clause number {i} of a long sentence" for i in range(12)])
     pieces = split_sentences("Hi. " + long + ".")
     assert pieces[0] == "Hi."
     assert len(pieces) > 2

@@ -1,0 +1,446 @@
+"""Playing a reply into the call: one ``PlaybackHandle`` per reply, two ways to play it.
+
+How this works:
+
+* ``FilePlayback`` (default; stock FreeSWITCH): each piece of the reply is written as a WAV in
+  ``playback.dir`` and played with the transport's ``play(path, event_uuid)`` (``sendmsg
+  execute playback`` with ``event-lock`` and ``event-uuid`` on the call's socket). Pieces are
+  sent as soon as they are ready; FreeSWITCH queues them (event-lock) and plays them one after
+  another. The CallSession forwards the call's ESL events to ``on_event``: a piece has started
+  on ``CHANNEL_EXECUTE`` with its Application-UUID or on ``PLAYBACK_START`` with its
+  Playback-File-Path, and is over on ``CHANNEL_EXECUTE_COMPLETE`` with its Application-UUID
+  (``Application-Response: FILE NOT FOUND`` is counted as an error). ``interrupt()`` sends
+  ``stop_playback()`` (``uuid_break <uuid> all``, which also flushes the queued pieces).
+  Files are deleted when their piece completes, on interrupt, and on ``close()`` (hangup).
+* ``StreamPlayback`` (jambonz mod_audio_fork bidirectional streaming): pieces are cut into
+  20 ms L16 frames and sent as binary WebSocket messages by a pacing greenlet that keeps at
+  most ``lead_ms`` ahead of real time; after each piece a ``mark`` text message is sent, and
+  the module's ``{"type": "mark", "data": {"name": …, "event": "playout"}}`` (forwarded to
+  ``on_fork_message``) says that piece has played. ``interrupt()`` sends ``killAudio`` then
+  ``clearMarks``.
+
+State: a handle is *playing* until it is done (every piece played after ``finish()``),
+interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
+*whether* to interrupt (that is ``callctl.bargein``). Timestamps are ``time.monotonic()``:
+``cmd_sent`` (first play command / first frame), ``started`` (switch started playing),
+``stopped`` (done, interrupted or closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import gevent
+import gevent.event
+import numpy as np
+
+from callctl.call.timeline import Turn
+from callctl.log import get_logger
+from callctl.metrics import Metrics
+from callctl.tts.base import AudioChunk, resample, write_wav_atomic
+
+DIR_MODE = 0o750   # the daemon's group (FreeSWITCH's user should be in it) may read
+FILE_MODE = 0o640
+
+
+class PlaybackError(Exception):
+    """Playback could not be started (file not writable, transport gone)."""
+
+
+class PlaybackTransport(Protocol):
+    """What file-mode playback needs from the call's ESL connection (implemented by
+    ``callctl.call.control``)."""
+
+    def play(self, path: str, event_uuid: str) -> None:
+        """``sendmsg`` execute ``playback <path>`` with ``event-lock: true`` and
+        ``event-uuid: <event_uuid>``; returns after ``+OK``; raises on failure."""
+
+    def stop_playback(self) -> None:
+        """``api uuid_break <uuid> all``: stop the current file and drop queued ones."""
+
+
+@dataclass
+class _Piece:
+    index: int
+    event_uuid: str
+    text: str
+    duration_s: float
+    path: Path | None = None
+    state: str = "queued"        # queued | playing | done | notfound
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create the playback directory (mode 0750) if needed; ``PlaybackError`` if it is not a
+    writable directory."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    except OSError as exc:
+        raise PlaybackError(f"cannot create playback.dir {p}: {exc}") from exc
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise PlaybackError(f"playback.dir {p} is not writable by this process")
+    return p
+
+
+class PlaybackHandle:
+    """One reply being played. Use ``FilePlayback`` or ``StreamPlayback``."""
+
+    mode = "base"
+
+    def __init__(self, turn: Turn | None = None, metrics: Metrics | None = None,
+                 interruptible: bool = True, call_uuid: str = "") -> None:
+        self.turn = turn
+        self.metrics = metrics
+        self.interruptible = interruptible
+        self.call_uuid = call_uuid
+        self.log = get_logger(call_uuid=call_uuid) if call_uuid else get_logger()
+        self.pieces: list[_Piece] = []
+        self.cmd_sent: float | None = None
+        self.started: float | None = None
+        self.stopped: float | None = None
+        self.interrupted = False
+        self.closed = False
+        self.finished = False      # no more pieces will be added
+        self.errors: list[str] = []
+        self.cut_index: int | None = None
+        self._done = gevent.event.Event()
+        self._on_stop: list[Callable[[], None]] = []
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once the handle played everything, was interrupted, or closed."""
+        return self._done.is_set()
+
+    @property
+    def cut_text(self) -> str:
+        """The piece that was playing (or next) when interrupted: what to repeat."""
+        if self.cut_index is None or self.cut_index >= len(self.pieces):
+            return ""
+        return self.pieces[self.cut_index].text
+
+    def remaining_text(self) -> str:
+        """Text of the cut piece and everything after it (for resume-or-repeat)."""
+        if self.cut_index is None:
+            return ""
+        return " ".join(p.text for p in self.pieces[self.cut_index:] if p.text)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block this greenlet until done or ``timeout`` seconds; True if done."""
+        return bool(self._done.wait(timeout))
+
+    def add_stop_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once when the handle is interrupted or closed (e.g. cancel synthesis).
+        Not called when the reply simply played to its end."""
+        if self.interrupted or self.closed:
+            fn()
+        else:
+            self._on_stop.append(fn)
+
+    def _stamp(self, mark: str, at: float) -> None:
+        if self.turn is not None:
+            self.turn.mark(mark, at)
+
+    def _mark_started(self, at: float) -> None:
+        if self.started is not None:
+            return
+        self.started = at
+        self._stamp("playback_started", at)
+        if self.metrics is not None and self.cmd_sent is not None:
+            self.metrics.observe_hop("play_out", at - self.cmd_sent)
+
+    def _mark_cmd_sent(self, at: float) -> None:
+        if self.cmd_sent is not None:
+            return
+        self.cmd_sent = at
+        self._stamp("playback_cmd", at)
+        if self.turn is not None and self.metrics is not None:
+            first = self.turn.marks.get("tts_first_chunk")
+            if first is not None:
+                self.metrics.observe_hop("playback_start", at - first)
+
+    def _set_done(self) -> None:
+        if not self._done.is_set():
+            self.stopped = time.monotonic()
+            self._done.set()
+
+    def _maybe_done(self) -> None:
+        if self.finished and all(p.state in ("done", "notfound") for p in self.pieces):
+            self._set_done()
+
+    def _fire_stop(self) -> None:
+        callbacks, self._on_stop = self._on_stop, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                self.log.exception("playback_stop_callback_failed")
+
+    def _new_piece(self, chunk: AudioChunk) -> _Piece:
+        piece = _Piece(index=len(self.pieces), event_uuid=str(uuid.uuid4()), text=chunk.text,
+                       duration_s=chunk.duration_s)
+        self.pieces.append(piece)
+        return piece
+
+    # -- public API -------------------------------------------------------------------------
+
+    def add(self, chunk: AudioChunk) -> None:
+        """Queue one piece of the reply (plays after the ones before it). A no-op once the
+        handle is interrupted or closed; ``PlaybackError`` if it cannot be queued."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """No more pieces: the handle is done when the queued ones have played."""
+        self.finished = True
+        self._maybe_done()
+
+    def interrupt(self) -> bool:
+        """Stop playing now (barge-in). Returns True if something was cut, False when the
+        reply had already played out (or the handle was closed). Idempotent."""
+        if self.done:
+            return False
+        self.interrupted = True
+        now = time.monotonic()
+        self.cut_index = next(
+            (p.index for p in self.pieces if p.state not in ("done", "notfound")),
+            len(self.pieces))
+        self._stamp("playback_interrupted", now)
+        self._set_done()
+        self._fire_stop()
+        try:
+            self._stop_at_switch()
+        finally:
+            self._release()
+        return True
+
+    def close(self) -> None:
+        """The call is gone (hangup): stop local work, delete files, send nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        self._set_done()
+        self._fire_stop()
+        self._release()
+
+    # -- mode hooks -------------------------------------------------------------------------
+
+    def _stop_at_switch(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free what the mode holds (files, greenlets)."""
+
+
+class FilePlayback(PlaybackHandle):
+    """Plays pieces as WAV files with ``transport.play`` (see the module docstring)."""
+
+    mode = "file"
+
+    def __init__(self, transport: PlaybackTransport, directory: str | Path,
+                 turn: Turn | None = None, metrics: Metrics | None = None,
+                 interruptible: bool = True, call_uuid: str = "") -> None:
+        super().__init__(turn, metrics, interruptible, call_uuid)
+        self.transport = transport
+        self.dir = ensure_dir(directory)
+        self._by_uuid: dict[str, _Piece] = {}
+
+    def add(self, chunk: AudioChunk) -> None:
+        if self.done:
+            return
+        piece = self._new_piece(chunk)
+        self._by_uuid[piece.event_uuid] = piece
+        name = f"{self.call_uuid or 'call'}-{piece.event_uuid}.wav"
+        path = self.dir / name
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # swept away? recreate
+            write_wav_atomic(path, chunk.pcm, chunk.rate, mode=FILE_MODE)
+        except OSError as exc:
+            piece.state = "done"
+            self.errors.append(f"write {path}: {exc}")
+            raise PlaybackError(f"cannot write {path}: {exc}") from exc
+        piece.path = path
+        sent_at = time.monotonic()
+        try:
+            self.transport.play(str(path), piece.event_uuid)
+        except Exception as exc:
+            piece.state = "done"
+            self._unlink(piece)
+            self.errors.append(f"play: {exc}")
+            raise PlaybackError(f"playback command failed: {exc}") from exc
+        if self.done:  # interrupted or closed while the command was in flight
+            self._unlink(piece)
+            return
+        self._mark_cmd_sent(sent_at)
+
+    def on_event(self, name: str, headers: Mapping[str, str]) -> None:
+        """Feed one ESL event of this call (any event; unrelated ones are ignored)."""
+        if name == "PLAYBACK_START":
+            path = unquote(headers.get("Playback-File-Path", ""))
+            for p in self.pieces:
+                if p.path is not None and str(p.path) == path:
+                    self._piece_started(p)
+            return
+        if name not in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE"):
+            return
+        piece = self._by_uuid.get(unquote(headers.get("Application-UUID", "")))
+        if piece is None:
+            return
+        if name == "CHANNEL_EXECUTE":
+            self._piece_started(piece)
+            return
+        response = unquote(headers.get("Application-Response", ""))
+        if response == "FILE NOT FOUND":
+            piece.state = "notfound"
+            self.errors.append(f"FILE NOT FOUND: {piece.path}")
+            self.log.warning("playback_file_not_found", path=str(piece.path))
+        else:
+            piece.state = "done"
+        self._unlink(piece)
+        if not self.done:
+            self._maybe_done()
+
+    def _piece_started(self, piece: _Piece) -> None:
+        if piece.state == "queued":
+            piece.state = "playing"
+        if not self.done:
+            self._mark_started(time.monotonic())
+
+    def _stop_at_switch(self) -> None:
+        try:
+            self.transport.stop_playback()
+        except Exception as exc:
+            self.errors.append(f"stop: {exc}")
+            raise PlaybackError(f"stop_playback failed: {exc}") from exc
+
+    def _unlink(self, piece: _Piece) -> None:
+        if piece.path is not None:
+            try:
+                piece.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.log.warning("playback_file_unlink_failed", path=str(piece.path),
+                                 error=str(exc))
+
+    def _release(self) -> None:
+        # Unlinking a file FreeSWITCH has open is safe: its open descriptor keeps reading.
+        for piece in self.pieces:
+            self._unlink(piece)
+
+
+class StreamPlayback(PlaybackHandle):
+    """Streams pieces as paced L16 frames on the jambonz fork WebSocket (see the module
+    docstring). ``send_binary`` / ``send_text`` write one WebSocket message each."""
+
+    mode = "stream"
+
+    def __init__(self, send_binary: Callable[[bytes], None], send_text: Callable[[str], None],
+                 rate: int, turn: Turn | None = None, metrics: Metrics | None = None,
+                 interruptible: bool = True, call_uuid: str = "", frame_ms: int = 20,
+                 lead_ms: int = 100, mark_grace_s: float = 1.0) -> None:
+        super().__init__(turn, metrics, interruptible, call_uuid)
+        self.send_binary = send_binary
+        self.send_text = send_text
+        self.rate = rate
+        self.frame_bytes = rate * frame_ms // 1000 * 2
+        self.lead_s = lead_ms / 1000
+        self.mark_grace_s = mark_grace_s
+        self._outbox: deque[bytes | _Piece] = deque()
+        self._wake = gevent.event.Event()
+        self._pacer: gevent.Greenlet[Any, Any] | None = None
+        self._by_name: dict[str, _Piece] = {}
+
+    def add(self, chunk: AudioChunk) -> None:
+        if self.done:
+            return
+        piece = self._new_piece(chunk)
+        self._by_name[piece.event_uuid] = piece
+        pcm = chunk.pcm
+        if chunk.rate != self.rate:
+            pcm = resample(np.frombuffer(pcm, dtype="<i2"), chunk.rate, self.rate)
+        for off in range(0, len(pcm), self.frame_bytes):
+            self._outbox.append(pcm[off:off + self.frame_bytes])
+        self._outbox.append(piece)
+        if self._pacer is None:
+            self._pacer = gevent.spawn(self._pace)
+        self._wake.set()
+
+    def finish(self) -> None:
+        super().finish()
+        self._wake.set()
+
+    def _pace(self) -> None:
+        t0: float | None = None
+        sent_s = 0.0
+        bytes_per_s = self.rate * 2
+        while not self.done:
+            if not self._outbox:
+                if self.finished:
+                    break
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            item = self._outbox.popleft()
+            if isinstance(item, _Piece):
+                item.state = "playing"
+                self.send_text(json.dumps(
+                    {"type": "mark", "data": {"name": item.event_uuid}}, separators=(",", ":")))
+                continue
+            now = time.monotonic()
+            if t0 is None or now - t0 > sent_s:  # first frame, or we fell behind: re-anchor
+                t0, sent_s = now, 0.0
+            ahead = sent_s - (now - t0)
+            if ahead > self.lead_s:
+                gevent.sleep(ahead - self.lead_s)
+                if self.done:
+                    break
+            self.send_binary(item)
+            if self.cmd_sent is None:
+                at = time.monotonic()
+                self._mark_cmd_sent(at)
+                self._mark_started(at)
+            sent_s += len(item) / bytes_per_s
+        if self.done or t0 is None:
+            return
+        # Everything is sent; wait for the playout marks, but not forever (a module that
+        # does not echo marks would otherwise leave the reply "playing" for ever).
+        left = max(0.0, sent_s - (time.monotonic() - t0)) + self.mark_grace_s
+        if not self.wait(left):
+            self.log.warning("playback_marks_missing", pieces=len(self.pieces))
+            for piece in self.pieces:
+                piece.state = "done"
+            self._maybe_done()
+
+    def on_fork_message(self, message: Mapping[str, Any]) -> None:
+        """Feed a parsed JSON text frame from the fork; only ``mark`` messages matter."""
+        if message.get("type") != "mark" or not isinstance(message.get("data"), Mapping):
+            return
+        data = message["data"]
+        piece = self._by_name.get(str(data.get("name", "")))
+        if piece is None or data.get("event") != "playout":
+            return
+        piece.state = "done"
+        if not self.done:
+            self._maybe_done()
+
+    def _stop_at_switch(self) -> None:
+        self._outbox.clear()
+        self.send_text('{"type":"killAudio"}')
+        self.send_text('{"type":"clearMarks"}')
+
+    def _release(self) -> None:
+        self._outbox.clear()
+        self._wake.set()
+        pacer, self._pacer = self._pacer, None
+        if pacer is not None and pacer is not gevent.getcurrent():
+            pacer.kill(block=True, timeout=1.0)

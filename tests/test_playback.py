@@ -1,0 +1,287 @@
+"""PlaybackHandle state logic: file mode (sendmsg playback + ESL events) and stream mode
+(paced L16 frames + marks on the jambonz fork)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import gevent
+import numpy as np
+import pytest
+
+from callctl.call.timeline import Turn
+from callctl.metrics import Metrics
+from callctl.playback import FilePlayback, PlaybackError, StreamPlayback, ensure_dir
+from callctl.tts.base import AudioChunk, read_wav
+
+
+def tone(seconds: float, rate: int = 8000, text: str = "") -> AudioChunk:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+    return AudioChunk(pcm=pcm, rate=rate, text=text)
+
+
+class RecordingTransport:
+    """Stands in for the call's ESL socket: records commands, checks the file is complete
+    when the play command goes out (as FreeSWITCH would open it)."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.plays: list[tuple[str, str]] = []
+        self.stops = 0
+        self.delay = delay
+        self.fail = fail
+
+    def play(self, path: str, event_uuid: str) -> None:
+        pcm, rate = read_wav(Path(path))
+        assert pcm and rate in (8000, 16000)
+        if self.delay:
+            gevent.sleep(self.delay)
+        if self.fail:
+            raise ConnectionError("socket closed")
+        self.plays.append((path, event_uuid))
+
+    def stop_playback(self) -> None:
+        self.stops += 1
+
+
+def ev(name: str, event_uuid: str, response: str = "FILE PLAYED") -> tuple[str, dict[str, str]]:
+    headers = {"Application": "playback", "Application-UUID": event_uuid}
+    if name == "CHANNEL_EXECUTE_COMPLETE":
+        headers["Application-Response"] = quote(response)
+    return name, headers
+
+
+@pytest.fixture
+def pdir(tmp_path: Path) -> Path:
+    return tmp_path / "playback"
+
+
+def test_pieces_are_played_in_order_and_files_cleaned_up(pdir: Path, metrics: Metrics) -> None:
+    turn = Turn(0)
+    turn.mark("tts_first_chunk")
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir, turn=turn, metrics=metrics, call_uuid="c1")
+    assert stat.S_IMODE(pdir.stat().st_mode) == 0o750
+    for i in range(3):
+        h.add(tone(0.2, text=f"piece {i}"))
+    assert [Path(p).name.startswith("c1-") for p, _ in tr.plays] == [True] * 3
+    assert [u for _p, u in tr.plays] == [p.event_uuid for p in h.pieces]
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o640 for p, _ in tr.plays)
+    assert h.cmd_sent is not None and h.started is None
+    assert "playback_cmd" in turn.marks
+
+    h.on_event(*ev("CHANNEL_EXECUTE", tr.plays[0][1]))
+    assert h.started is not None and "playback_started" in turn.marks
+    for path, uuid in tr.plays:
+        h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", uuid))
+        assert not Path(path).exists()
+    assert not h.done  # more pieces could still come
+    h.finish()
+    assert h.done and h.wait(0) and not h.interrupted and h.stopped is not None
+    assert list(pdir.iterdir()) == []
+    hops = {s.labels["hop"] for s in metrics.hop.collect()[0].samples if s.value}
+    assert {"playback_start", "play_out"} <= hops
+
+
+def test_playback_start_matches_the_url_encoded_file_path(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    h.add(tone(0.1))
+    h.on_event("PLAYBACK_START", {"Playback-File-Path": quote(tr.plays[0][0])})
+    assert h.started is not None
+
+
+def test_unrelated_events_are_ignored(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    h.add(tone(0.1))
+    h.finish()
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", "someone-else"))
+    h.on_event("CHANNEL_ANSWER", {})
+    h.on_event("PLAYBACK_START", {"Playback-File-Path": "/other.wav"})
+    assert not h.done and h.started is None
+
+
+def test_interrupt_cuts_stops_and_deletes(pdir: Path) -> None:
+    turn = Turn(0)
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir, turn=turn)
+    stopped: list[int] = []
+    h.add_stop_callback(lambda: stopped.append(1))
+    for text in ("One.", "Two.", "Three."):
+        h.add(tone(0.2, text=text))
+    h.on_event(*ev("CHANNEL_EXECUTE", tr.plays[0][1]))
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", tr.plays[0][1]))
+    h.on_event(*ev("CHANNEL_EXECUTE", tr.plays[1][1]))
+    assert h.interrupt() is True
+    assert tr.stops == 1 and h.interrupted and h.done and stopped == [1]
+    assert h.cut_index == 1 and h.cut_text == "Two." and h.remaining_text() == "Two. Three."
+    assert "playback_interrupted" in turn.marks
+    assert list(pdir.iterdir()) == []
+    # Late events from the switch and a second interrupt are harmless.
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", tr.plays[1][1]))
+    assert h.interrupt() is False and tr.stops == 1
+    h.add(tone(0.1))
+    assert len(tr.plays) == 3
+
+
+def test_interrupt_after_the_end_is_a_no_op(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    h.add(tone(0.1))
+    h.finish()
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", tr.plays[0][1]))
+    assert h.interrupt() is False
+    assert tr.stops == 0 and not h.interrupted
+
+
+def test_interrupt_racing_the_last_completion(pdir: Path) -> None:
+    """The break goes out, then the switch reports the piece complete: still one stop, the
+    handle stays interrupted, nothing left on disk."""
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    h.add(tone(0.1, text="Only."))
+    h.finish()
+    h.on_event(*ev("CHANNEL_EXECUTE", tr.plays[0][1]))
+    racer = gevent.spawn(h.on_event, *ev("CHANNEL_EXECUTE_COMPLETE", tr.plays[0][1]))
+    assert h.interrupt() is True
+    racer.join(1)
+    assert h.interrupted and h.done and tr.stops == 1 and h.cut_text == "Only."
+    assert list(pdir.iterdir()) == []
+
+
+def test_interrupt_while_a_play_command_is_in_flight(pdir: Path) -> None:
+    tr = RecordingTransport(delay=0.05)
+    h = FilePlayback(tr, pdir)
+    adder = gevent.spawn(h.add, tone(0.1))
+    gevent.sleep(0.01)
+    assert h.interrupt() is True
+    adder.join(1)
+    assert adder.successful()
+    assert list(pdir.iterdir()) == [] and h.cmd_sent is None
+
+
+def test_file_not_found_at_the_switch_is_reported_and_ends(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    h.add(tone(0.1))
+    h.finish()
+    h.on_event(*ev("CHANNEL_EXECUTE", tr.plays[0][1]))
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", tr.plays[0][1], "FILE NOT FOUND"))
+    assert h.done and h.errors and "FILE NOT FOUND" in h.errors[0]
+
+
+def test_swept_playback_dir_is_recreated(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    pdir.rmdir()
+    h.add(tone(0.1))
+    assert Path(tr.plays[0][0]).exists()
+
+
+def test_unusable_dir_and_failed_command_are_clear_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PlaybackError, match=r"cannot create playback\.dir"):
+        ensure_dir(blocker / "sub")
+    h = FilePlayback(RecordingTransport(fail=True), tmp_path / "pb")
+    with pytest.raises(PlaybackError, match="playback command failed"):
+        h.add(tone(0.1))
+    assert list((tmp_path / "pb").iterdir()) == []
+
+
+def test_close_on_hangup_sends_nothing_and_deletes(pdir: Path) -> None:
+    tr = RecordingTransport()
+    h = FilePlayback(tr, pdir)
+    stopped: list[int] = []
+    h.add_stop_callback(lambda: stopped.append(1))
+    h.add(tone(0.1))
+    h.add(tone(0.1))
+    h.close()
+    assert tr.stops == 0 and h.done and not h.interrupted and stopped == [1]
+    assert list(pdir.iterdir()) == []
+    assert h.interrupt() is False
+
+
+# -- stream mode --------------------------------------------------------------------------
+
+
+class Fork:
+    """The daemon side of a jambonz fork WebSocket: what was sent, when."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+        self.texts: list[str] = []
+
+    def send_binary(self, pcm: bytes) -> None:
+        self.frames.append((time.monotonic(), pcm))
+
+    def send_text(self, text: str) -> None:
+        self.texts.append(text)
+
+    def marks(self) -> list[str]:
+        return [json.loads(t)["data"]["name"] for t in self.texts
+                if json.loads(t)["type"] == "mark"]
+
+
+def test_stream_sends_paced_frames_and_marks() -> None:
+    fork = Fork()
+    turn = Turn(0)
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, turn=turn, lead_ms=60)
+    h.add(tone(0.3, text="one"))
+    h.add(tone(0.2, text="two"))
+    h.finish()
+    gevent.sleep(0.6)
+    assert not h.done  # waits for the playout marks
+    assert sum(len(f) for _t, f in fork.frames) == int(0.5 * 8000) * 2
+    assert all(len(f) == 320 for _t, f in fork.frames)
+    assert fork.marks() == [p.event_uuid for p in h.pieces]
+    span = fork.frames[-1][0] - fork.frames[0][0]
+    assert span > 0.3  # paced, not dumped (0.5 s of audio, 60 ms lead)
+    assert h.started == h.cmd_sent == turn.marks["playback_started"]
+    for name in fork.marks():
+        h.on_fork_message({"type": "mark", "data": {"name": name, "event": "playout"}})
+    assert h.done and not h.interrupted
+
+
+def test_stream_interrupt_kills_audio_and_stops_frames() -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, lead_ms=40)
+    h.add(tone(2.0, text="long"))
+    gevent.sleep(0.1)
+    assert h.interrupt() is True
+    n = len(fork.frames)
+    gevent.sleep(0.1)
+    assert len(fork.frames) == n < 100
+    assert fork.texts[-2:] == ['{"type":"killAudio"}', '{"type":"clearMarks"}']
+    assert h.cut_text == "long"
+    # The module reports the pending mark as cleared: ignored.
+    h.on_fork_message({"type": "mark", "data": {"name": h.pieces[0].event_uuid,
+                                                "event": "cleared"}})
+    assert h.interrupted
+
+
+def test_stream_without_mark_echo_still_ends() -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 16000, lead_ms=200, mark_grace_s=0.05)
+    h.add(tone(0.1, rate=8000))  # resampled to the stream's rate
+    h.finish()
+    assert h.wait(2.0)
+    assert all(len(f) == 640 for _t, f in fork.frames[:-1])
+    assert sum(len(f) for _t, f in fork.frames) == 1600 * 2
+
+
+def test_stream_ignores_other_messages() -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000)
+    h.on_fork_message({"type": "transcription", "data": {}})
+    h.on_fork_message({"type": "mark", "data": "bad"})
+    h.on_fork_message({"type": "mark", "data": {"name": "unknown", "event": "playout"}})
+    assert not h.done
+    h.close()
+    assert h.done
