@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("callctl.sim.cli", "FreeSWITCH emulator (serve an emulated switch, place calls)."),
     "demo": ("callctl.demo", "Run the emulated switch, the daemon and scripted callers."),
     "run": ("callctl.daemon", "Run the call-control daemon (the systemd service's job)."),
+    "models": ("callctl.asr.models", "List, fetch (explicitly) and verify Vosk ASR models."),
 }
 
 
