@@ -8,7 +8,6 @@ applied at once (no I/O, nothing to queue); the store is always healthy.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +27,8 @@ class MemoryStore(SessionStore):
         self._data: dict[str, Any] = {}
         self._expires: dict[str, float] = {}
         self._stream: list[tuple[str, dict[str, str]]] = []
-        self._seq = itertools.count()
+        self._last_ms = 0
+        self._seq_n = 0
         self._started = False
 
     def __repr__(self) -> str:
@@ -80,7 +80,10 @@ class MemoryStore(SessionStore):
             self._data[k] = a[0]
             self._expires[k] = self._clock() + a[1] / 1000
         elif op.cmd == "xadd":
-            eid = f"{int(time.time() * 1000)}-{next(self._seq)}"
+            ms = max(int(time.time() * 1000), self._last_ms)
+            self._seq_n = self._seq_n + 1 if ms == self._last_ms else 0
+            self._last_ms = ms
+            eid = f"{ms}-{self._seq_n}"
             self._stream.append((eid, dict(a[0])))
             del self._stream[:-a[1]]
         else:
