@@ -264,6 +264,11 @@ class SessionStore(ABC):
         return True
 
     @property
+    def degraded(self) -> bool:
+        """``not healthy``: calls go on, writes queue up (or are lost, counted)."""
+        return not self.healthy
+
+    @property
     def status(self) -> str:
         """``"healthy"`` or ``"degraded"``, for /readyz."""
         return "healthy" if self.healthy else "degraded"
