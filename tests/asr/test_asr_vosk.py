@@ -103,3 +103,14 @@ def test_corrupt_model_names_the_path(tmp_path: Path) -> None:
 
 def test_recognizer_type() -> None:
     assert VoskRecognizer.engine == "vosk"
+
+
+def test_build_engine_from_config_fails_at_start_up_naming_the_path(tmp_path: Path) -> None:
+    import dataclasses
+
+    from callctl.asr import build_engine
+    from callctl.config import AsrConfig
+
+    cfg = dataclasses.replace(AsrConfig(), model_path=str(tmp_path / "gone"))
+    with pytest.raises(AsrModelError, match=str(tmp_path / "gone")):
+        build_engine(cfg, Metrics())

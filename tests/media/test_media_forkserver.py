@@ -330,3 +330,28 @@ def test_parse_fork_target_examples() -> None:
                 "/fork/..?token=abcdefgh", "/fork/a?token=short"):
         with pytest.raises(ForkRequestError):
             parse_fork_target(bad)
+
+
+def test_from_config_and_register_validation(metrics: Metrics) -> None:
+    import dataclasses
+    import socket
+
+    from callctl.config import MediaConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = dataclasses.replace(MediaConfig(), listen_port=port,
+                              public_url=f"ws://127.0.0.1:{port}")
+    server = ForkServer.from_config(cfg, metrics)
+    server.start()
+    try:
+        assert server.address == ("127.0.0.1", port)
+        url, _inbox = server.register(UUID)
+        assert url.startswith(f"ws://127.0.0.1:{port}/fork/{UUID}?token=")
+        with pytest.raises(ValueError):
+            server.register("bad uuid/with slash")
+        with pytest.raises(ValueError):
+            server.register(UUID, mix="quad")
+    finally:
+        server.stop()

@@ -57,3 +57,12 @@ def test_reset_and_bad_rate() -> None:
     vad.reset()
     with pytest.raises(ValueError):
         Vad(11025)
+
+
+def test_from_config() -> None:
+    from callctl.config import VadConfig
+
+    cfg = VadConfig()
+    vad = Vad.from_config(cfg)
+    assert (vad.threshold, vad.onset_ms, vad.hang_ms) == (cfg.threshold, cfg.onset_ms,
+                                                          cfg.hang_ms)
