@@ -1,0 +1,321 @@
+"""``callctl run``: the daemon. Wires config, logging, metrics, HTTP, the outbound ESL server
+and the control connection; talks to systemd; drains on SIGTERM; reloads on SIGHUP.
+
+How this works: signal handlers only put a word in a bounded queue (``gevent.signal_handler``);
+the main loop takes it and acts. ``READY=1`` goes to systemd once the ESL listener is bound,
+the control connection is up and every registered readiness check passes. ``WATCHDOG=1`` is
+sent by a greenlet on the hub every half ``WATCHDOG_USEC`` — a blocked hub stops it, and
+systemd restarts us. SIGTERM runs the drain as named deadlines:
+
+1. ``stop_taking_calls`` — listener closed, new calls rejected, ``STOPPING=1``;
+2. ``let_calls_finish`` — until no call is left or ``daemon.drain_timeout_s`` passes;
+3. ``hang_up_rest`` — every remaining call gets ``daemon.drain_hangup_cause``, bounded by
+   ``esl.command_timeout_s``;
+4. ``close`` — control connection and HTTP closed; exit status 0.
+
+SIGHUP re-reads the config file and applies what is safe without a restart (routes,
+routing, call limits, causes, drain timeout); it logs what changed and what needs a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.queue
+
+from callctl import config as config_mod
+from callctl import log as log_mod
+from callctl.call.session import ConversationFactory
+from callctl.config import Config
+from callctl.esl.adapter import EslEvent
+from callctl.esl.control import ControlConnection
+from callctl.esl.outbound import OutboundServer
+from callctl.log import get_logger
+from callctl.metrics import Metrics
+
+#: Settings SIGHUP may change in place; everything else needs a restart.
+RELOADABLE_DAEMON = ("max_calls", "drain_timeout_s", "over_capacity_cause", "drain_hangup_cause")
+
+
+class SdNotify:
+    """Minimal sd_notify(3) client: datagrams to ``$NOTIFY_SOCKET`` ('@' = abstract)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        addr = env.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + addr[1:] if addr.startswith("@") else addr
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        ok = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
+        #: seconds between WATCHDOG=1 pings (half the systemd timeout), or None.
+        self.watchdog_interval = int(usec) / 2e6 if ok else None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def send(self, *lines: str) -> bool:
+        """Send ``lines`` as one datagram; False (never raises) if not under systemd."""
+        if not self.address:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto("\n".join(lines).encode(), self.address)
+            return True
+        except OSError:
+            return False
+
+
+def reload_config(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """(config to use, changed reloadable keys, changed keys that need a restart). Pure."""
+    changed: list[str] = []
+    restart: list[str] = []
+    old_map = config_mod.to_mapping(old, mask_secrets=False)
+    new_map = config_mod.to_mapping(new, mask_secrets=False)
+    for section, values in new_map.items():
+        if section == "routes":
+            if values != old_map["routes"]:
+                changed.append("routes")
+            continue
+        for key, value in values.items():
+            if old_map[section].get(key) == value:
+                continue
+            name = f"{section}.{key}"
+            if section == "routing" or (section == "daemon" and key in RELOADABLE_DAEMON):
+                changed.append(name)
+            else:
+                restart.append(name)
+    daemon = dataclasses.replace(
+        old.daemon, **{k: getattr(new.daemon, k) for k in RELOADABLE_DAEMON})
+    merged = dataclasses.replace(old, daemon=daemon, routing=new.routing, routes=new.routes)
+    return merged, changed, restart
+
+
+class Daemon:
+    """One daemon process. ``run()`` blocks until drained; returns the exit status."""
+
+    def __init__(self, cfg: Config, metrics: Metrics, config_path: str | None = None,
+                 notifier: SdNotify | None = None,
+                 conversation_factory: ConversationFactory | None = None,
+                 http: bool = True) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.config_path = config_path
+        self.notify = notifier or SdNotify()
+        self.log = get_logger(component="daemon")
+        self.commands: gevent.queue.Queue[str] = gevent.queue.Queue(16)
+        self.server = OutboundServer(cfg, metrics, conversation_factory=conversation_factory)
+        self.registry = self.server.registry
+        self.control = ControlConnection(cfg.esl, metrics, on_event=self._control_event)
+        self.checks: dict[str, Callable[[], bool]] = {}
+        self.http: Any = None
+        self._want_http = http
+        self.ready = False
+        self._watchdog: gevent.Greenlet | None = None
+        metrics.set_state_source(self.registry.by_state)
+
+    def add_ready_check(self, name: str, fn: Callable[[], bool]) -> None:
+        """Something else that must be ready before READY=1 (e.g. models loaded)."""
+        self.checks[name] = fn
+        if self.http is not None:
+            self.http.add_check(name, fn)
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the listeners and start the control connection (returns at once)."""
+        self.server.start()
+        self.control.start()
+        if self._want_http:
+            from callctl.httpd import HttpServer
+            self.http = HttpServer(self.cfg, self.metrics)
+            self.http.add_check("esl_control", lambda: self.control.connected)
+            self.http.add_check("accepting_calls", lambda: not self.server.draining)
+            for name, fn in self.checks.items():
+                self.http.add_check(name, fn)
+            self.http.set_calls_source(lambda: [s.info() for s in self.registry])
+            self.http.set_hangup_handler(self._hangup_call)
+            self.http.set_transfer_handler(self._transfer_call)
+            self.http.start()
+        if self.notify.watchdog_interval:
+            self._watchdog = gevent.spawn(self._ping_watchdog, self.notify.watchdog_interval)
+        self.notify.send("STATUS=starting: waiting for the FreeSWITCH control connection")
+
+    def _ping_watchdog(self, interval: float) -> None:
+        while True:
+            self.notify.send("WATCHDOG=1")
+            gevent.sleep(interval)
+
+    def _hangup_call(self, uuid: str, cause: str) -> bool:
+        s = self.registry.get(uuid)
+        if s is None:
+            return False
+        s.request_hangup(cause)
+        return True
+
+    def _transfer_call(self, uuid: str, destination: str) -> bool:
+        s = self.registry.get(uuid)
+        if s is None:
+            return False
+        s.request_transfer(destination)
+        return True
+
+    def _control_event(self, ev: EslEvent) -> None:
+        if ev.headers.get("Event-Name") != "CHANNEL_HANGUP_COMPLETE":
+            return
+        s = self.registry.get(ev.uuid or "")
+        if s is not None:   # belt and braces: the call's own socket should say so too
+            s._on_esl_event(ev)
+
+    def install_signals(self) -> None:
+        """Signals only enqueue; the main loop acts."""
+        for sig, word in ((signal.SIGTERM, "TERM"), (signal.SIGINT, "TERM"),
+                          (signal.SIGHUP, "HUP")):
+            gevent.signal_handler(sig, self._enqueue, word)
+
+    def _enqueue(self, word: str) -> None:
+        try:
+            self.commands.put_nowait(word)
+        except gevent.queue.Full:
+            pass
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def _all_ready(self) -> bool:
+        return self.control.connected and all(self._safe_check(fn) for fn in self.checks.values())
+
+    @staticmethod
+    def _safe_check(fn: Callable[[], bool]) -> bool:
+        try:
+            return bool(fn())
+        except Exception:
+            return False
+
+    def _status(self) -> str:
+        link = "up" if self.control.connected else "down"
+        return f"STATUS={len(self.registry)} call(s); control link {link}"
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM, drain; returns 0 after a clean drain."""
+        self.start()
+        last_status = ""
+        while True:
+            try:
+                word = self.commands.get(timeout=0.5)
+            except gevent.queue.Empty:
+                word = None
+            if not self.ready and self._all_ready():
+                self.ready = True
+                self.metrics.ready.set(1)
+                self.notify.send("READY=1", "STATUS=ready: taking calls")
+                self.log.info("daemon.ready", esl_port=self.server.port,
+                              http_port=self.http.port if self.http is not None else None)
+            if word == "TERM":
+                return self.drain()
+            if word == "HUP":
+                self.reload()
+            status = self._status()
+            if self.ready and status != last_status:
+                self.notify.send(status)
+                last_status = status
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file, apply what is safe, log the rest."""
+        try:
+            new = config_mod.load(self.config_path)
+        except config_mod.ConfigError as e:
+            self.log.error("daemon.reload_failed", error=str(e))
+            return
+        merged, changed, restart = reload_config(self.cfg, new)
+        self.cfg = merged
+        self.server.update_config(merged)
+        self.log.info("daemon.reloaded", changed=changed, needs_restart=restart)
+        self.notify.send(f"STATUS=reloaded: {len(changed)} change(s) applied, "
+                         f"{len(restart)} need a restart")
+
+    def drain(self) -> int:
+        """SIGTERM: the named deadlines in the module doc. Returns the exit status (0)."""
+        t0 = time.monotonic()
+        self.ready = False
+        self.metrics.ready.set(0)
+        # 1. stop_taking_calls
+        self.server.draining = True
+        self.server.stop_accepting()
+        self.notify.send("STOPPING=1", f"STATUS=draining: {len(self.registry)} call(s) left")
+        self.log.info("daemon.drain", phase="stop_taking_calls", calls=len(self.registry))
+        # 2. let_calls_finish
+        deadline = t0 + self.cfg.daemon.drain_timeout_s
+        while len(self.registry) and time.monotonic() < deadline:
+            gevent.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            self.notify.send(f"STATUS=draining: {len(self.registry)} call(s) left")
+        # 3. hang_up_rest
+        left = list(self.registry)
+        if left:
+            cause = self.cfg.daemon.drain_hangup_cause
+            self.log.info("daemon.drain", phase="hang_up_rest", calls=len(left), cause=cause)
+            for s in left:
+                s.request_hangup(cause)
+            gevent.wait([s.ended for s in left], timeout=self.cfg.esl.command_timeout_s + 1)
+        # 4. close
+        self.log.info("daemon.drain", phase="close", calls=len(self.registry),
+                      took_s=round(time.monotonic() - t0, 3))
+        self.close()
+        return 0
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.kill(block=False)
+        self.control.stop()
+        self.server.stop()
+        if self.http is not None:
+            self.http.stop(timeout=1)
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from callctl.cli import add_config_argument
+
+    add_config_argument(p)
+
+
+def _conversation_factory(cfg: Config, metrics: Metrics) -> ConversationFactory | None:
+    """The dialog loop, if installed: ``callctl.conversation.make_factory(cfg, metrics)``."""
+    try:
+        mod = importlib.import_module("callctl.conversation")
+    except ImportError:
+        return None
+    make = getattr(mod, "make_factory", None)
+    return make(cfg, metrics) if make is not None else None
+
+
+def main(args: argparse.Namespace) -> int:
+    from callctl.cli import load_config_or_exit
+
+    cfg = load_config_or_exit(args)
+    log_mod.setup(cfg.log)
+    metrics = Metrics()
+    path = args.config if args.config else (
+        str(config_mod.DEFAULT_PATH) if Path(config_mod.DEFAULT_PATH).exists() else None)
+    daemon = Daemon(cfg, metrics, config_path=path,
+                    conversation_factory=_conversation_factory(cfg, metrics))
+    daemon.install_signals()
+    try:
+        return daemon.run()
+    except OSError as e:       # a port already taken, typically
+        get_logger().error("daemon.start_failed", error=str(e))
+        daemon.notify.send(f"STATUS=failed: {e}", f"ERRNO={e.errno or 0}")
+        return 1
