@@ -21,6 +21,7 @@ Metrics: ``callctl_tts_real_time_factor{engine}`` per synthesized piece,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,26 @@ from callctl.tts.cache import PromptCache
 
 ONE_MOMENT = "One moment, please."
 
+#: Where the feeder hands its results when the call's own greenlet must do the playing:
+#: e.g. ``CallSession.inbox.put_control``. The session passes each item to the
+#: conversation, which calls ``Reply.deliver(item)``.
+Post = Callable[[object], object]
+
+
+@dataclass(frozen=True)
+class ChunkReady:
+    """A piece of the reply is synthesized and should be queued for playback."""
+
+    reply: Reply
+    chunk: AudioChunk
+
+
+@dataclass(frozen=True)
+class ReplySynthesized:
+    """The last piece of the reply was handed over (``playback.finish()`` is due)."""
+
+    reply: Reply
+
 
 @dataclass
 class Reply:
@@ -53,6 +74,7 @@ class Reply:
     text: str
     pieces: list[str]
     playback: PlaybackHandle
+    post: Post | None = None
     cancel_token: CancelToken = field(default_factory=CancelToken)
     sources: list[str] = field(default_factory=list)   # per piece: cache | <engine> | one_moment
     failed: bool = False
@@ -68,6 +90,18 @@ class Reply:
         g = self.greenlet
         if g is not None and not g.dead and g is not gevent.getcurrent():
             g.kill(block=True, timeout=2.0)
+
+    def deliver(self, item: object) -> None:
+        """Apply a ``ChunkReady``/``ReplySynthesized`` posted by the feeder, in the greenlet
+        that owns the call. Items of a cancelled reply are dropped. ``PlaybackError`` from
+        the handle propagates to the caller."""
+        if self.cancelled or not isinstance(item, ChunkReady | ReplySynthesized) \
+                or item.reply is not self:
+            return
+        if isinstance(item, ChunkReady):
+            self.playback.add(item.chunk)
+        else:
+            self.playback.finish()
 
     def remaining_text(self) -> str:
         """What to say again after a false interruption: the cut piece and everything after
@@ -121,12 +155,19 @@ class Speaker:
             self.log.error("tts_one_moment_prompt_missing", text=self.one_moment_text)
         return counts
 
-    def say(self, text: str, playback: PlaybackHandle, turn: Turn | None = None) -> Reply:
+    def say(self, text: str, playback: PlaybackHandle, turn: Turn | None = None,
+            post: Post | None = None) -> Reply:
         """Start speaking ``text`` into ``playback``; returns at once. The handle is
         ``finish()``-ed when the last piece is queued. Empty or unspeakable text plays
-        nothing and finishes the handle."""
+        nothing and finishes the handle.
+
+        Without ``post`` the feeder greenlet calls ``playback.add``/``finish`` itself (stream
+        mode, tests). With ``post`` (file mode in a CallSession, whose ESL socket only its
+        own greenlet may use) the feeder posts ``ChunkReady``/``ReplySynthesized`` and the
+        owner calls ``reply.deliver(item)``."""
         cleaned = clean_text(text)
-        reply = Reply(text=cleaned, pieces=split_sentences(cleaned), playback=playback)
+        reply = Reply(text=cleaned, pieces=split_sentences(cleaned), playback=playback,
+                      post=post)
         playback.add_stop_callback(reply.cancel)
         reply.greenlet = gevent.spawn(self._feed, reply, turn)
         return reply
@@ -143,7 +184,10 @@ class Speaker:
             self.log.warning("tts_playback_failed", error=str(exc))
         finally:
             if not reply.cancelled:
-                reply.playback.finish()
+                if reply.post is not None:
+                    reply.post(ReplySynthesized(reply))
+                else:
+                    reply.playback.finish()
 
     def _feed_pieces(self, reply: Reply, turn: Turn | None) -> None:
         if not reply.pieces:
@@ -223,4 +267,7 @@ class Speaker:
             if self.metrics is not None and decided is not None:
                 self.metrics.observe_hop("tts_first_chunk", at - decided)
         reply.sources.append(source)
-        reply.playback.add(chunk)
+        if reply.post is not None:
+            reply.post(ChunkReady(reply, chunk))
+        else:
+            reply.playback.add(chunk)

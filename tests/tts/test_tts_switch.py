@@ -1,0 +1,174 @@
+"""Speaking into an emulated call over real sockets: the daemon's OutboundServer and
+CallSession, callctl.sim's Switch, Piper/espeak, FilePlayback through CallControl, and the
+barge-in table. What the caller heard comes from the emulator's own record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+
+from callctl.bargein import Bot, Decision, Observation, Signal, decide
+from callctl.call.session import CallSession
+from callctl.call.state import Trigger
+from callctl.call.timeline import Turn
+from callctl.config import Config, EslConfig, RouteConfig, RoutingConfig, TurnsConfig
+from callctl.esl.adapter import EslEvent
+from callctl.esl.outbound import OutboundServer
+from callctl.metrics import Metrics
+from callctl.playback import FilePlayback
+from callctl.sim.switch import SimCall, Switch, SwitchConfig
+from callctl.tts.espeak import EspeakSynthesizer
+from callctl.tts.speaker import ChunkReady, Reply, ReplySynthesized, Speaker
+
+DID = "+15551239999"
+REPLY = ("Thanks for calling Acme. Your order shipped on Monday. It should arrive by Thursday. "
+         "You will get a text message when it is out for delivery.")
+
+
+class Talker:
+    """A minimal conversation: speak one reply at answer; DTMF barges in per the policy."""
+
+    def __init__(self, call: CallSession, speaker: Speaker, pdir: Path, text: str) -> None:
+        self.call = call
+        self.speaker = speaker
+        self.pdir = pdir
+        self.text = text
+        self.turn = Turn(0)
+        self.handle: FilePlayback | None = None
+        self.reply: Reply | None = None
+        self.verdicts: list[Decision] = []
+        self.ended = ""
+
+    def on_start(self, call: CallSession) -> None:
+        self.handle = FilePlayback(call.control, self.pdir, turn=self.turn, call_uuid=call.uuid)
+        self.turn.mark("dialog")
+        self.reply = self.speaker.say(self.text, self.handle, self.turn,
+                                      post=call.inbox.put_control)
+        call.transition(Trigger.SPEAK)
+
+    def on_event(self, event: object) -> None:
+        assert self.handle is not None and self.reply is not None
+        if isinstance(event, ChunkReady | ReplySynthesized):
+            self.reply.deliver(event)
+        elif isinstance(event, EslEvent):
+            self.handle.on_event(event.name, event.headers)
+            if event.name == "DTMF":
+                bot = Bot.SILENT if self.handle.done else Bot.SPEAKING
+                verdict = decide(Observation(bot, Signal.DTMF), TurnsConfig())
+                self.verdicts.append(verdict.decision)
+                if verdict.decision is Decision.INTERRUPT:
+                    self.handle.interrupt()
+
+    def on_end(self, cause: str) -> None:
+        self.ended = cause
+        if self.handle is not None:
+            self.handle.close()
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, metrics: Metrics, text: str = REPLY) -> None:
+        self.pdir = tmp_path / "playback"
+        self.talkers: list[Talker] = []
+        speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000, metrics=metrics)
+
+        def factory(call: CallSession) -> Talker:
+            t = Talker(call, speaker, self.pdir, text)
+            self.talkers.append(t)
+            return t
+
+        cfg = Config(esl=EslConfig(command_timeout_s=2.0, linger_s=5),
+                     routes=(RouteConfig(did=DID, flow="front_desk"),),
+                     routing=RoutingConfig(unknown_action="reject"))
+        self.server = OutboundServer(cfg, metrics, conversation_factory=factory, port=0)
+        self.server.start()
+        self.sw = Switch(SwitchConfig(
+            esl_port=0, event_delay_s=0.002, speed=4.0,
+            dialplan={DID: f"socket 127.0.0.1:{self.server.port} async full"}))
+        self.sw.start()
+
+    def call(self) -> tuple[SimCall, Talker]:
+        call = self.sw.place_call(DID, "+15557654321", "PCMU")
+        assert call.wait_answered(5)
+        with gevent.Timeout(5):
+            while not self.talkers:
+                gevent.sleep(0.01)
+        return call, self.talkers[-1]
+
+    def close(self) -> None:
+        self.sw.stop()
+        self.server.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, metrics: Metrics) -> Iterator[Rig]:
+    r = Rig(tmp_path, metrics)
+    yield r
+    r.close()
+
+
+def wait_for(cond: object, timeout: float = 10.0) -> None:
+    assert callable(cond)
+    with gevent.Timeout(timeout):
+        while not cond():
+            gevent.sleep(0.01)
+
+
+def test_reply_is_heard_piece_by_piece(rig: Rig) -> None:
+    call, talker = rig.call()
+    assert talker.handle is not None and talker.reply is not None
+    wait_for(lambda: talker.handle is not None and talker.handle.done, 20)
+    heard = call.heard()
+    assert [h.source for h in heard] == [str(p.path) for p in talker.handle.pieces]
+    assert len(heard) == 4 and not any(h.interrupted for h in heard)
+    # Each piece played about as long as its audio (the emulator runs 4x real time).
+    for h, piece in zip(heard, talker.handle.pieces, strict=True):
+        played = (h.end - h.start) * 4
+        assert 0.5 * piece.duration_s < played < 1.5 * piece.duration_s + 0.2
+    marks = talker.turn.marks
+    assert marks["dialog"] <= marks["tts_first_chunk"] <= marks["playback_cmd"] \
+        <= marks["playback_started"]
+    assert not talker.handle.interrupted and talker.handle.errors == []
+    assert list(rig.pdir.iterdir()) == []
+    call.hangup()
+    assert call.wait_hangup(5)
+
+
+def test_dtmf_barges_in_and_the_caller_hears_the_cut(rig: Rig) -> None:
+    call, talker = rig.call()
+    wait_for(lambda: call.heard())
+    call.dtmf("1")
+    wait_for(lambda: talker.handle is not None and talker.handle.interrupted, 5)
+    gevent.sleep(0.3)
+    heard = call.heard()
+    assert heard[-1].interrupted
+    assert len(heard) < 4  # the queued sentences were flushed (uuid_break all)
+    assert talker.verdicts == [Decision.INTERRUPT]
+    assert "playback_interrupted" in talker.turn.marks
+    assert talker.reply is not None and talker.reply.cancelled
+    assert list(rig.pdir.iterdir()) == []
+    call.hangup()
+    assert call.wait_hangup(5)
+
+
+def test_dtmf_after_the_reply_does_not_interrupt(rig: Rig) -> None:
+    call, talker = rig.call()
+    wait_for(lambda: talker.handle is not None and talker.handle.done, 20)
+    call.dtmf("2")
+    wait_for(lambda: talker.verdicts, 5)
+    assert talker.verdicts == [Decision.IGNORE] and not talker.handle.interrupted
+    call.hangup()
+    assert call.wait_hangup(5)
+
+
+def test_hangup_mid_sentence_leaves_nothing_behind(rig: Rig) -> None:
+    call, talker = rig.call()
+    wait_for(lambda: call.heard())
+    call.hangup()
+    assert call.wait_hangup(5)
+    wait_for(lambda: talker.ended, 5)
+    assert talker.reply is not None and talker.reply.cancelled
+    assert talker.reply.greenlet is not None and talker.reply.greenlet.dead
+    assert list(rig.pdir.iterdir()) == []
