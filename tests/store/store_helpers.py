@@ -1,4 +1,6 @@
-"""Helpers of the store tests: configs with a fresh namespace, call records, store factory."""
+"""Helpers and fixtures of the store tests (a module, not a conftest.py: several test folders
+import ``conftest`` by name, and a second conftest module would shadow theirs). Test files
+import the ``*_fixture`` functions; pytest knows them by their ``name``."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import redis
 
 from callctl.config import StoreConfig
@@ -98,3 +101,23 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture(name="make_store")
+def make_store_fixture(redis_url: str, metrics: Metrics) -> Iterator[StoreFactory]:
+    """Build started RedisStores on the shared test Redis; closed and cleaned at teardown."""
+    yield from _factory(redis_url, metrics)
+
+
+@pytest.fixture(name="make_private_store")
+def make_private_store_fixture(redis_server: Any, metrics: Metrics) -> Iterator[StoreFactory]:
+    """Build started RedisStores on the private Redis (which the test may stop/start)."""
+    yield from _factory(redis_server.url, metrics)
+
+
+@pytest.fixture(name="raw")
+def raw_fixture(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the shared test Redis, to look behind the store's back."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

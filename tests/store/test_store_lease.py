@@ -8,7 +8,10 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
-from store_helpers import StoreFactory
+from store_helpers import (
+    StoreFactory,
+    make_store_fixture,  # noqa: F401 (pytest fixtures)
+)
 
 from callctl.config import StoreConfig
 from callctl.store import SessionStore

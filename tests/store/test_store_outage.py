@@ -11,7 +11,13 @@ from typing import Any
 
 import gevent
 import pytest
-from store_helpers import StoreFactory, closed_port_url, new_call
+from store_helpers import (  # noqa: F401 (pytest fixtures)
+    StoreFactory,
+    closed_port_url,
+    make_private_store_fixture,
+    make_store_fixture,
+    new_call,
+)
 
 from callctl.metrics import Metrics
 from callctl.store import StoreUnavailable, TurnRecord

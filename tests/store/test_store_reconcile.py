@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from store_helpers import StoreFactory, new_call
+from store_helpers import (
+    StoreFactory,
+    make_store_fixture,  # noqa: F401 (pytest fixtures)
+    new_call,
+)
 
 from callctl.store import (
     ChannelListError,

@@ -8,7 +8,12 @@ import time
 import gevent
 import pytest
 import redis
-from store_helpers import StoreFactory, new_call
+from store_helpers import (  # noqa: F401 (pytest fixtures)
+    StoreFactory,
+    make_store_fixture,
+    new_call,
+    raw_fixture,
+)
 
 from callctl.call.timeline import Turn
 from callctl.store import CallRecord, TurnRecord
