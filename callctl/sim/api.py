@@ -159,9 +159,9 @@ def _uuid_broadcast(sw: Switch, arg: str) -> str:
     if "::" in path:
         app, _, data = path.partition("::")
         app = app.split("!", 1)[0]
-    prefix = sw.factory.common("COMMAND") + [
-        ("call-command", "execute"), ("execute-app-name", app), ("execute-app-arg", data),
-        ("event-lock", "true"), ("lead-frames", "5")]
+    prefix = [*sw.factory.common("COMMAND"), ("call-command", "execute"),
+              ("execute-app-name", app), ("execute-app-arg", data), ("event-lock", "true"),
+              ("lead-frames", "5")]
     ch.enqueue(PrivateMessage("execute", app, data, event_lock=True,
                               broadcast=app == "playback", prefix=tuple(prefix)))
     return "+OK Message sent\n"

@@ -90,6 +90,7 @@ class Channel:
         self.created_us = int(time.time() * 1_000_000)
         self.answered_us = 0
         self.hangup_us = 0
+        self._disposition = "send_bye"
         self.profile: dict[str, str] = {}
         self.variables: dict[str, str] = {}
         self._init_profile_and_vars()
@@ -196,8 +197,16 @@ class Channel:
         self.fire(self.switch.factory.channel_event(name, self, **kw))
 
     def fire_event(self, name: str, headers: dict[str, str]) -> None:
-        """ChannelSignals: a channel event with extra headers after the channel data."""
-        self._fire(name, after=list(headers.items()))
+        """ChannelSignals: a channel event with extra headers after the channel data.
+        PLAYBACK_* of a ``tone_stream://`` / ``local_stream://`` get ``Playback-File-Type``
+        first, as FreeSWITCH adds it."""
+        after = list(headers.items())
+        path = headers.get("Playback-File-Path", "")
+        kind = path.partition("://")[0]
+        if name.startswith("PLAYBACK_") and kind in ("tone_stream", "local_stream") \
+                and "Playback-File-Type" not in headers:
+            after.insert(0, ("Playback-File-Type", kind))
+        self._fire(name, after=after)
 
     def fire_custom(self, subclass: str, body: str | None) -> None:
         """ChannelSignals: CUSTOM event, Event-Subclass first, channel data, raw body."""
@@ -252,7 +261,9 @@ class Channel:
             self.set_var("proto_specific_hangup_cause", "sip:200")
             self.set_var("sip_term_cause", str(HANGUP_CAUSES[cause]))
         self._fire("CHANNEL_HANGUP")
-        self.set_var("sip_hangup_disposition", disposition)
+        self._disposition = disposition
+        if disposition == "recv_bye":      # sofia marks a received BYE at once; send_bye later
+            self.set_var("sip_hangup_disposition", disposition)
         self.media.stop()
         self.hungup.set()
         self._wake()
@@ -373,8 +384,8 @@ class Channel:
             self.log.warning("sim.invalid_application", app=app)
             return False
         app_uuid = app_uuid or str(uuidlib.uuid4())
-        self.set_var("current_application", app)
         self.set_var("current_application_data", arg)
+        self.set_var("current_application", app)
         self.current_app, self.current_app_data = app, arg
         info: list[Header] = [("Application", app)]
         if arg:
@@ -428,6 +439,8 @@ class Channel:
         self._set_state("CS_HANGUP")
         self._set_callstate("HANGUP")
         self._set_state("CS_REPORTING")
+        if "sip_hangup_disposition" not in self.variables:
+            self.set_var("sip_hangup_disposition", self._disposition)
         self._set_cdr_vars()
         self._fire("CHANNEL_HANGUP_COMPLETE", before=[("Hangup-Cause", self.hangup_cause or "")])
         if self.outbound is not None:

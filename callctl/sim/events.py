@@ -123,19 +123,34 @@ class Event:
 
 
 class ChannelData(Protocol):
-    """What the layout needs from a channel (``switch.Channel`` implements it)."""
+    """What the layout needs from a channel (``channel.Channel`` implements it)."""
 
-    uuid: str
-    name: str
-    state: str                 # running state name, e.g. CS_EXECUTE
-    state_number: int          # number of the *current* state (may differ, see §3.2)
-    call_state: str
-    answer_state: str
-    hangup_cause: str | None
-    codec: tuple[str, int, int] | None          # name, rate, bit rate (None = not yet set)
-    profile: Mapping[str, str]                  # Caller-* fields without prefix
-    variables: Mapping[str, str]
-    show_profile: bool
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str:
+        """Running state name, e.g. CS_EXECUTE."""
+    @property
+    def state_number(self) -> int:
+        """Number of the *current* state (may differ from the running state, see §3.2)."""
+    @property
+    def call_state(self) -> str: ...
+    @property
+    def answer_state(self) -> str: ...
+    @property
+    def hangup_cause(self) -> str | None: ...
+    @property
+    def codec(self) -> tuple[str, int, int] | None:
+        """Name, rate, bit rate; None until negotiated."""
+    @property
+    def profile(self) -> Mapping[str, str]:
+        """Caller profile fields without prefix."""
+    @property
+    def variables(self) -> Mapping[str, str]: ...
+    @property
+    def show_profile(self) -> bool: ...
 
 
 class EventFactory:

@@ -17,8 +17,8 @@ from gevent.server import StreamServer
 
 from callctl.log import get_logger
 from callctl.sim import eslcodec
-from callctl.sim.eslconn import MYEVENTS, EslConnection
 from callctl.sim.eslcodec import Command
+from callctl.sim.eslconn import MYEVENTS, EslConnection
 
 if TYPE_CHECKING:
     from callctl.sim.switch import Switch

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
+from gevent import socket as gsocket
 
 from callctl.sim import eslcodec
 from callctl.sim.eslcodec import Command
@@ -69,7 +70,7 @@ def run_socket_app(ch: Channel, arg: str) -> None:
         return
     for host, port in targets:
         try:
-            sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+            sock = gsocket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
         except OSError as exc:
             ch.log.warning("sim.socket_error", host=host, port=port, error=repr(exc))
             continue
@@ -123,9 +124,7 @@ class OutboundSession(EslConnection):
             else:
                 self.log.info("sim.outbound_first_not_connect", line=line[:80])
             return
-        if not self.full and low not in SINGLE_CHANNEL:
-            self.reply("-ERR command not found")
-        elif low == "connect":
+        if (not self.full and low not in SINGLE_CHANNEL) or low == "connect":
             self.reply("-ERR command not found")
         elif low == "myevents":
             if self.myevents_uuid is not None:
