@@ -693,7 +693,7 @@ class Fork:
         """One complete text message from the server (PROTOCOL.md §5.6)."""
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.host.log.info("sim.fork_invalid_json", bug=self.bug)
             return
         kind = msg.get("type") if isinstance(msg, dict) else None
@@ -747,8 +747,13 @@ class Fork:
                 n = _file_counter["drachtio"]
                 _file_counter["drachtio"] += 1
             path = os.path.join(self.host.temp_dir, f"{self.host.signals.uuid}_{n}.tmp{ext}")
-            with open(path, "wb") as f:
-                f.write(audio)
+            try:
+                with open(path, "wb") as f:
+                    f.write(audio)
+            except OSError as exc:
+                self.host.log.warning("sim.fork_play_audio_write_failed", path=path,
+                                      error=str(exc))
+                return
             self.files.append(path)
             body["file"] = path
         self._fire("play_audio", body)

@@ -191,7 +191,8 @@ class Media:
                     self._finish(pb, "done")
                 else:
                     mix = frame.astype(np.int32)
-                    pb.heard_idx = self._mark_heard(pb.heard_idx, pb.path, t)
+                    source = "tone" if pb.path.startswith("tone_stream://") else pb.path
+                    pb.heard_idx = self._mark_heard(pb.heard_idx, source, t)
         for name, frame in self.forks.stream_frames(self.frame_samples):
             key = f"stream:{name}"
             if frame is None:

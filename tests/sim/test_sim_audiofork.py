@@ -416,5 +416,35 @@ def test_drachtio_discards_server_audio(tmp_path: Path, server: WsServer) -> Non
         m.stop()
 
 
-def test_variants_constant() -> None:
-    assert audiofork.VARIANTS == ("jambonz", "drachtio")
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                     lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+                     max_leaves=10)
+_messages = st.one_of(
+    st.text(),
+    _json.map(json.dumps),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["playAudio", "killAudio", "mark", "clearMarks", "json",
+                                  "transcription", "disconnect", "x"]),
+         "data": _json | st.fixed_dictionaries(
+             {"audioContentType": st.sampled_from(["raw", "wav", "mp3", 1]),
+              "sampleRate": _json, "audioContent": st.text()})}).map(json.dumps),
+)
+
+
+@given(_messages, st.binary(max_size=64))
+def test_fuzz_server_messages_never_crash(tmp_path_factory: pytest.TempPathFactory,
+                                         text: str, data: bytes) -> None:
+    """Peer garbage: each message either yields events or is ignored, never an exception."""
+    sig = RecordingSignals()
+    host = new_media(sig, temp_dir=str(tmp_path_factory.getbasetemp()))
+    for bidi in (0, 16000):
+        fork = audiofork.Fork(host, "b", "ws://127.0.0.1:1/", "mono", 8000, None, bidi)
+        fork.state = audiofork.ForkState.CONNECTED      # as if the handshake were done
+        fork.handle_text(text)
+        fork.handle_binary(data * 50)
+        out = fork.pull_stream(160)
+        assert out is None or len(out) == 160
+        for path in fork.files:
+            Path(path).unlink()
+    assert all(s.startswith("mod_audio_fork::") for _, s, _ in sig.customs)
+    assert all(b is None or isinstance(b, str) for _, _, b in sig.customs)

@@ -114,7 +114,7 @@ def test_break_stops_within_two_frames(media: tuple[Media, RecordingSignals, Fra
     assert sig.events[-1][1:] == ("PLAYBACK_STOP", {
         "Playback-File-Path": "tone_stream://%(1000,0,440);loops=-1",
         "Playback-Status": "break"})
-    assert m.heard()[-1].interrupted
+    assert m.heard()[-1].interrupted and m.heard()[-1].source == "tone"
 
 
 def test_broadcast_lead_swallows_an_early_break(
