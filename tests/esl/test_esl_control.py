@@ -122,3 +122,61 @@ def test_wrong_password_keeps_retrying_without_crashing(metrics: Metrics) -> Non
     assert cc._greenlet is not None and not cc._greenlet.dead
     cc.stop()
     sw.stop()
+
+
+def test_control_survives_emulated_switch_restart_while_a_call_goes_on(
+        metrics: Metrics, tmp_path: Any) -> None:
+    """Calls run on their own sockets: the control link drops and comes back; the call lives."""
+    from callctl.config import Config, RouteConfig
+    from callctl.esl.outbound import OutboundServer
+    from callctl.sim.switch import Switch, SwitchConfig
+
+    server = OutboundServer(Config(routes=(RouteConfig(did="5000", flow="t"),)), metrics,
+                            port=0)
+    server.start()
+    plan = {"5000": f"socket 127.0.0.1:{server.port} async full"}
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0, speed=4.0, dialplan=plan))
+    sw.start()
+    port = sw.esl_port
+    cc = ControlConnection(cfg(port, "ClueCon"), metrics)
+    cc.start()
+    assert cc.wait_connected(3)
+    assert "UP" in cc.api("status")
+    call = sw.place_call("5000")
+    assert call.wait_answered(3)
+    # the switch's ESL listener restarts: the control link drops; the call's socket stays
+    sw._server.stop()
+    gevent.sleep(0.3)
+    assert not cc.connected
+    assert len(server.registry) == 1
+    from callctl.sim.inbound import InboundServer
+    sw._server = InboundServer(sw, "127.0.0.1", port)
+    sw._server.start()
+    assert cc.wait_connected(5)
+    assert "UP" in cc.api("status")
+    assert metrics.esl_reconnects._value.get() == 1
+    call.hangup()
+    assert call.wait_hangup(5)
+    cc.stop()
+    sw.stop()
+    server.stop()
+
+
+def test_control_reconnects_to_a_whole_new_emulated_switch(metrics: Metrics) -> None:
+    from callctl.sim.switch import Switch, SwitchConfig
+
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0))
+    sw.start()
+    port = sw.esl_port
+    cc = ControlConnection(cfg(port, "ClueCon"), metrics)
+    cc.start()
+    assert cc.wait_connected(3)
+    sw.stop()
+    gevent.sleep(0.3)
+    assert not cc.connected
+    sw2 = Switch(SwitchConfig(esl_port=port, event_delay_s=0))
+    sw2.start()
+    assert cc.wait_connected(5)
+    assert "UP" in cc.api("status")
+    cc.stop()
+    sw2.stop()
