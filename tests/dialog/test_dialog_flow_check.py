@@ -79,6 +79,8 @@ def test_base_flow_is_valid(tmp_path: Path) -> None:
      "set action: missing 'name'"),
     (lambda t: t.replace('say = "Bye."', 'say = "Bye."\nnext = "c"') +
      '[nodes.c]\nsay = "C."\nnext = "b"\n', 'next = "c"', "loop of nodes without input"),
+    (lambda t: t.replace('start = "a"', 'start = "a"\ngoodbye = "Bye {caller}"'),
+     "goodbye =", "goodbye must be a string without {placeholders}"),
     (lambda t: t.replace("[nodes.a.intents.x]", "[nodes.a.intents.x]\ndtmf = \"12\""),
      'dtmf = "12"', "dtmf must be one key"),
     (lambda t: t + '[nodes.d]\nsay = "D?"\ninput = "digits"\nslot = "d"\nmin_digits = 5\n'

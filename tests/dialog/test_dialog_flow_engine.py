@@ -344,3 +344,15 @@ def test_reply_parts_round_trip_as_dicts(engine: FlowEngine) -> None:
         assert part_from_dict(data) == part
     with pytest.raises(DialogError):
         part_from_dict({"type": "explode"})
+
+
+def test_flow_level_default_prompts(tmp_path: Path) -> None:
+    p = tmp_path / "f.toml"
+    p.write_text('[flow]\nstart="q"\nno_match="Pardon?"\nno_input="Hello?"\n'
+                 '[nodes.q]\nsay="Yes or no?"\ninput="yes_no"\nyes="q"\nno="q"\n')
+    flow = load_flow(p)
+    e = FlowEngine(flow, CallContext("u"))
+    e.open()
+    assert texts(e.respond(Speech("purple"))) == ["Pardon?", "Yes or no?"]
+    assert texts(e.respond(NoInput())) == ["Hello?", "Yes or no?"]
+    assert {"Pardon?", "Hello?"} <= set(static_prompts(flow))

@@ -28,12 +28,10 @@ from callctl.dialog.llm import (
     FALLBACK_REPEAT,
     FALLBACK_SORRY,
     LlmEngine,
-    LlmError,
     LlmSettings,
-    SentenceSplitter,
-    chat_url,
     tool_action,
 )
+from callctl.dialog.llm_stream import LlmError, SentenceSplitter, chat_url
 from callctl.log import setup
 
 KEY = "sk-test-very-secret-key"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callctl.dialog.llm import Chunk, LlmError, ToolDelta, decode_chunk
+from callctl.dialog.llm_stream import Chunk, LlmError, ToolDelta, decode_chunk
 from callctl.dialog.sse import SseError, SseEvent, SseParser
 
 STREAM = (
