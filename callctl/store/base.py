@@ -26,11 +26,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callctl.config import StoreConfig
 from callctl.log import get_logger, mask_number
 from callctl.store.keys import MAX_TURNS, Keys
+
+if TYPE_CHECKING:
+    from callctl.call.timeline import Turn
 
 #: Kinds of records in the events stream.
 EVENT_KINDS = ("call_started", "answered", "turn", "transferred", "ended")
@@ -151,8 +154,8 @@ class TurnRecord:
     latency_ms: float | None = None
 
     @classmethod
-    def from_timeline(cls, turn: Any, origin: float, at: float | None = None) -> TurnRecord:
-        """From a ``callctl.call.timeline.Turn``; ``origin`` is the call's monotonic start."""
+    def from_timeline(cls, turn: Turn, origin: float, at: float | None = None) -> TurnRecord:
+        """From a timeline ``Turn``; ``origin`` is the call's ``time.monotonic()`` start."""
         rec = turn.record(origin)
         latency = turn.turn_latency()
         return cls(index=rec["index"], transcript=rec["transcript"], reply=rec["reply"],
