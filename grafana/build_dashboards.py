@@ -109,7 +109,7 @@ def variables(extra: list[dict]) -> dict:
 
 def query_var(name: str, label: str, query: str) -> dict:
     return {"name": name, "label": label, "type": "query", "datasource": DS,
-            "query": {"query": query, "refId": f"{name}-var"}, "definition": query,
+            "query": query, "definition": query,
             "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
             "current": {"text": "All", "value": "$__all"}, "sort": 1, "hide": 0,
             "regex": "", "options": []}

@@ -104,7 +104,8 @@ def dashboard_variable_queries() -> list[tuple[str, str, str]]:
         for var in json.loads(path.read_text())["templating"]["list"]:
             if var["type"] != "query":
                 continue
-            m = LABEL_VALUES.match(var["query"]["query"])
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            m = LABEL_VALUES.match(query)
             assert m, f"{path.name}: variable {var['name']}: only label_values(m, l) is tested"
             out.append((f"{path.name}: ${var['name']}", m["metric"], m["label"]))
     return out
