@@ -21,7 +21,7 @@ from callctl.store.base import (
     redact,
 )
 from callctl.store.keys import Keys
-from callctl.store.reconcile import (
+from callctl.store.reconciliation import (
     LOST_CAUSE,
     ChannelListError,
     FsChannel,
