@@ -121,7 +121,8 @@ class Hangup:
 
 @dataclass(frozen=True)
 class SetVar:
-    """Set a channel variable (``uuid_setvar``)."""
+    """Set a channel variable (``uuid_setvar``). Flows never put control characters (CR, LF)
+    in ``value``; the session still must quote it for ESL."""
 
     name: str
     value: str

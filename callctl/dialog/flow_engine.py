@@ -11,6 +11,7 @@ step's state in if no other proposal was committed since. A step is a pure funct
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -45,6 +46,8 @@ from callctl.dialog.flow_model import (
     grammar,
 )
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class _Step:
     """One pure step: a copy of the state plus the reply parts produced so far."""
@@ -70,8 +73,8 @@ class _Step:
         for a in actions:
             if isinstance(a, Transfer):
                 a = Transfer(fill(a.dest, vals))
-            elif isinstance(a, SetVar):
-                a = SetVar(a.name, fill(a.value, vals))
+            elif isinstance(a, SetVar):       # one line: values may come from caller speech
+                a = SetVar(a.name, _CONTROL.sub(" ", fill(a.value, vals)))
             elif isinstance(a, EmitEvent):
                 a = EmitEvent(a.name, fill_any(a.data, vals))
             elif isinstance(a, Webhook):

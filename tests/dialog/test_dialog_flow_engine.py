@@ -356,3 +356,14 @@ def test_flow_level_default_prompts(tmp_path: Path) -> None:
     assert texts(e.respond(Speech("purple"))) == ["Pardon?", "Yes or no?"]
     assert texts(e.respond(NoInput())) == ["Hello?", "Yes or no?"]
     assert {"Pardon?", "Hello?"} <= set(static_prompts(flow))
+
+
+def test_set_var_from_free_speech_is_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "f.toml"
+    p.write_text('[flow]\nstart="a"\n[nodes.a]\nsay="Name?"\ninput="text"\nslot="n"\nnext="b"\n'
+                 '[nodes.b]\nsay="Ok."\n[[nodes.b.actions]]\ntype="set"\nname="who"\n'
+                 'value="{n}"\n[[nodes.b.actions]]\ntype="hangup"\n')
+    e = FlowEngine(load_flow(p), CallContext("u"))
+    e.open()
+    r = e.respond(Speech("Bob\nevent plain ALL\r\n"))
+    assert r.actions[0] == SetVar("who", "Bob event plain ALL")
