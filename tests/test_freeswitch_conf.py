@@ -242,3 +242,20 @@ def test_dialplan_fallback_chain(tree: tuple[Assembled, ET.Element]) -> None:
     gw = re.match(r"sofia/gateway/(\w+)/", bridge)
     if gw:  # a gateway dial string must name a gateway that exists
         assert root.find(f".//gateway[@name='{gw[1]}']") is not None
+
+
+def test_transfer_context_exists_for_callctl_transfers(tree: tuple[Assembled, ET.Element]
+                                                       ) -> None:
+    """``callctl transfer UUID operator`` runs uuid_transfer … XML <esl.transfer_context>."""
+    a, root = tree
+    ctx = root.find(f".//context[@name='{config.EslConfig().transfer_context}']")
+    assert ctx is not None
+    humans = ctx.find("./extension[@name='humans']")
+    assert humans is not None
+    cond = humans.find("condition")
+    assert cond is not None and re.match(cond.get("expression", ""), "operator")
+    actions = [(x.get("application"), x.get("data")) for x in humans.iter("action")]
+    assert ("bridge", a.vars["callctl_human_dialstring"]) in actions
+    assert actions[-1] == ("hangup", "NORMAL_TEMPORARY_FAILURE")
+    profiles = {p.get("name") for p in root.iter("profile")}
+    assert config.EslConfig().bridge_profile in profiles
