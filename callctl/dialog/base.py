@@ -10,6 +10,9 @@ Actions are returned, never executed here: the session executes them once it com
 another one was committed is stale and its ``commit()`` raises ``StaleProposal``, so a
 speculative reply computed on a partial transcript can simply be dropped (``cancel()``) when
 the final transcript differs. ``DialogEngine.respond(turn)`` is propose + reply + commit.
+Replies compare by value: the session may synthesize a speculative reply's sentences early
+and keep them when ``final.reply() == speculative.reply()`` (flows' ``reply()`` may be called
+any number of times; an LLM proposal streams once).
 
 After each committed reply ``engine.listen`` says what the next turn expects (recognizer
 grammar, DTMF collection, no-input timeout); ``listen is None`` means the dialog is over and

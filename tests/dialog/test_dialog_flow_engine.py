@@ -367,3 +367,13 @@ def test_set_var_from_free_speech_is_one_line(tmp_path: Path) -> None:
     e.open()
     r = e.respond(Speech("Bob\nevent plain ALL\r\n"))
     assert r.actions[0] == SetVar("who", "Bob event plain ALL")
+
+
+def test_speculative_reply_can_be_reused_when_final_agrees(engine: FlowEngine) -> None:
+    spec = engine.propose(Speech("support", final=False))
+    same = engine.propose(Speech("support please"))
+    other = engine.propose(Speech("sales"))
+    assert spec.reply() == same.reply() == spec.reply()      # repeatable, compares by value
+    assert spec.reply() != other.reply()
+    same.commit()
+    assert engine.node is not None and engine.node.id == "ask_name"
