@@ -253,6 +253,9 @@ class _LlmProposal(Proposal):
             self._stream = None
 
     def commit(self) -> None:
+        """Record what was produced so far (all of it, or up to a barge-in) in the history
+        and close the stream."""
+        self.cancel()
         self._engine._commit(self._version, self._user, " ".join(self._texts), self._calls,
                              self._actions)
 

@@ -331,3 +331,20 @@ def test_chat_url_and_tool_action_errors() -> None:
                        ("hangup", "[1]"), ("rm", "{}"), ("hangup", "{oops")]:
         with pytest.raises(LlmError):
             tool_action(name, args)
+
+
+def test_barge_in_commits_what_was_said(server: Server) -> None:
+    def script(h: Handler) -> None:
+        h.start_stream()
+        h.sse(content("First sentence. Second"))
+        time.sleep(0.3)
+        h.sse(content(" sentence. Third."))
+        h.end_stream()
+    server.script = script
+    e = engine(server)
+    p = e.propose(Speech("tell me a story"))
+    parts = p.parts()
+    assert next(parts) == Prompt("First sentence.", static=False)
+    p.commit()                                     # the caller interrupted here
+    assert e.state()["history"][-1] == {"role": "assistant", "content": "First sentence."}
+    assert e.listen is not None
