@@ -14,7 +14,11 @@ How this works:
   Files are deleted when their piece completes, on interrupt, and on ``close()`` (hangup).
 * ``StreamPlayback`` (jambonz mod_audio_fork bidirectional streaming): pieces are cut into
   20 ms L16 frames and sent as binary WebSocket messages by a pacing greenlet that keeps at
-  most ``lead_ms`` ahead of real time; after each piece a ``mark`` text message is sent, and
+  most ``lead_ms`` ahead of real time (the module pre-buffers 80-160 ms before it plays, and
+  again after an underrun, so the lead must exceed that; a killAudio drops whatever is
+  buffered, so the lead costs nothing at barge-in); the reply ends with ``tail_ms`` of
+  silence so its last piece is never stuck under the pre-buffer threshold; after each piece
+  a ``mark`` text message is sent, and
   the module's ``{"type": "mark", "data": {"name": …, "event": "playout"}}`` (forwarded to
   ``on_fork_message``) says that piece has played. ``interrupt()`` sends ``killAudio`` then
   ``clearMarks``.
@@ -340,20 +344,24 @@ class FilePlayback(PlaybackHandle):
 
 class StreamPlayback(PlaybackHandle):
     """Streams pieces as paced L16 frames on the jambonz fork WebSocket (see the module
-    docstring). ``send_binary`` / ``send_text`` write one WebSocket message each."""
+    docstring). ``send_binary`` / ``send_text`` write one WebSocket message each; when one
+    returns ``False`` (no live fork, as ``ForkServer.send_*`` do) the handle ends with an
+    error instead of pacing audio into nothing."""
 
     mode = "stream"
 
-    def __init__(self, send_binary: Callable[[bytes], None], send_text: Callable[[str], None],
+    def __init__(self, send_binary: Callable[[bytes], object],
+                 send_text: Callable[[str], object],
                  rate: int, turn: Turn | None = None, metrics: Metrics | None = None,
                  interruptible: bool = True, call_uuid: str = "", frame_ms: int = 20,
-                 lead_ms: int = 100, mark_grace_s: float = 1.0) -> None:
+                 lead_ms: int = 200, mark_grace_s: float = 1.0, tail_ms: int = 200) -> None:
         super().__init__(turn, metrics, interruptible, call_uuid)
         self.send_binary = send_binary
         self.send_text = send_text
         self.rate = rate
         self.frame_bytes = rate * frame_ms // 1000 * 2
         self.lead_s = lead_ms / 1000
+        self.tail_frames = max(0, tail_ms // frame_ms)
         self.mark_grace_s = mark_grace_s
         self._outbox: deque[bytes | _Piece] = deque()
         self._wake = gevent.event.Event()
@@ -376,6 +384,11 @@ class StreamPlayback(PlaybackHandle):
         self._wake.set()
 
     def finish(self) -> None:
+        if not self.finished and self.pieces and not self.done:
+            # The module only starts (and restarts after an underrun) playing once its buffer
+            # holds 640-1280 samples: pad the tail so the last piece is never stuck in it.
+            silence = bytes(self.frame_bytes)
+            self._outbox.extend(silence for _ in range(self.tail_frames))
         super().finish()
         self._wake.set()
 
@@ -393,8 +406,10 @@ class StreamPlayback(PlaybackHandle):
             item = self._outbox.popleft()
             if isinstance(item, _Piece):
                 item.state = "playing"
-                self.send_text(json.dumps(
-                    {"type": "mark", "data": {"name": item.event_uuid}}, separators=(",", ":")))
+                if self.send_text(json.dumps({"type": "mark", "data": {"name": item.event_uuid}},
+                                             separators=(",", ":"))) is False:
+                    self._fork_gone()
+                    return
                 continue
             now = time.monotonic()
             if t0 is None or now - t0 > sent_s:  # first frame, or we fell behind: re-anchor
@@ -404,7 +419,9 @@ class StreamPlayback(PlaybackHandle):
                 gevent.sleep(ahead - self.lead_s)
                 if self.done:
                     break
-            self.send_binary(item)
+            if self.send_binary(item) is False:
+                self._fork_gone()
+                return
             if self.cmd_sent is None:
                 at = time.monotonic()
                 self._mark_cmd_sent(at)
@@ -420,6 +437,12 @@ class StreamPlayback(PlaybackHandle):
             for piece in self.pieces:
                 piece.state = "done"
             self._maybe_done()
+
+    def _fork_gone(self) -> None:
+        self.errors.append("fork WebSocket gone")
+        self.log.warning("playback_fork_gone", pieces=len(self.pieces))
+        self._outbox.clear()
+        self._set_done()
 
     def on_fork_message(self, message: Mapping[str, Any]) -> None:
         """Feed a parsed JSON text frame from the fork; only ``mark`` messages matter."""

@@ -232,14 +232,17 @@ class Fork:
 def test_stream_sends_paced_frames_and_marks() -> None:
     fork = Fork()
     turn = Turn(0)
-    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, turn=turn, lead_ms=60)
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, turn=turn, lead_ms=60,
+                       tail_ms=100)
     h.add(tone(0.3, text="one"))
     h.add(tone(0.2, text="two"))
     h.finish()
-    gevent.sleep(0.6)
+    gevent.sleep(0.7)
     assert not h.done  # waits for the playout marks
-    assert sum(len(f) for _t, f in fork.frames) == int(0.5 * 8000) * 2
+    # 0.5 s of reply, then 100 ms of silence so the module's pre-buffer lets the tail out
+    assert sum(len(f) for _t, f in fork.frames) == int(0.6 * 8000) * 2
     assert all(len(f) == 320 for _t, f in fork.frames)
+    assert not any(fork.frames[-1][1])
     assert fork.marks() == [p.event_uuid for p in h.pieces]
     span = fork.frames[-1][0] - fork.frames[0][0]
     assert span > 0.3  # paced, not dumped (0.5 s of audio, 60 ms lead)
@@ -268,7 +271,8 @@ def test_stream_interrupt_kills_audio_and_stops_frames() -> None:
 
 def test_stream_without_mark_echo_still_ends() -> None:
     fork = Fork()
-    h = StreamPlayback(fork.send_binary, fork.send_text, 16000, lead_ms=200, mark_grace_s=0.05)
+    h = StreamPlayback(fork.send_binary, fork.send_text, 16000, lead_ms=200, mark_grace_s=0.05,
+                       tail_ms=0)
     h.add(tone(0.1, rate=8000))  # resampled to the stream's rate
     h.finish()
     assert h.wait(2.0)
@@ -285,3 +289,12 @@ def test_stream_ignores_other_messages() -> None:
     assert not h.done
     h.close()
     assert h.done
+
+
+def test_stream_to_a_gone_fork_ends_with_an_error() -> None:
+    texts: list[str] = []
+    h = StreamPlayback(lambda pcm: False, lambda t: texts.append(t), 8000)
+    h.add(tone(0.5))
+    h.finish()
+    assert h.wait(1.0)
+    assert h.errors == ["fork WebSocket gone"] and h.cmd_sent is None

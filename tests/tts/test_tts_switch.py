@@ -158,6 +158,7 @@ def test_dtmf_after_the_reply_does_not_interrupt(rig: Rig) -> None:
     wait_for(lambda: talker.handle is not None and talker.handle.done, 20)
     call.dtmf("2")
     wait_for(lambda: talker.verdicts, 5)
+    assert talker.handle is not None
     assert talker.verdicts == [Decision.IGNORE] and not talker.handle.interrupted
     call.hangup()
     assert call.wait_hangup(5)
