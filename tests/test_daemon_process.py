@@ -1,5 +1,5 @@
 """`callctl run` as a REAL process against the emulated switch: READY/WATCHDOG/STOPPING over
-$NOTIFY_SOCKET, a call end to end, drain on SIGTERM with a call in progress, exit 0, and the
+$NOTIFY_SOCKET, SIGHUP reload, a call end to end, drain on SIGTERM with a call in progress, exit 0, and the
 NOC log lines (JSON, call uuid, caller masked)."""
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ def test_sigterm_drains_call_in_progress_and_exits_0(setup: tuple[Switch, Path, 
     try:
         assert notes.wait_for("READY=1", 20), (notes.lines, proc.poll())
         assert notes.wait_for("WATCHDOG=1", 2)
+        cfg.write_text(cfg.read_text().replace("max_calls = 4", "max_calls = 3"))
+        proc.send_signal(signal.SIGHUP)
+        assert notes.wait_for("STATUS=reloaded: 1 change(s) applied, 0 need a restart", 5)
         call = sw.place_call(DID, "+15557654321", "PCMU")
         assert call.wait_answered(5)
         gevent.sleep(0.5)       # the greeting plays
@@ -127,6 +130,7 @@ def test_sigterm_drains_call_in_progress_and_exits_0(setup: tuple[Switch, Path, 
     assert start["call_uuid"] == call.uuid == end["call_uuid"]
     assert start["caller"].endswith("*4321") and "7654321" not in out.decode()
     assert end["cause"] == "NORMAL_CLEARING" and end["duration_s"] >= 1.0
+    assert by_event["daemon.reloaded"]["changed"] == ["daemon.max_calls"]
     phases = [e.get("phase") for e in logs if e["event"] == "daemon.drain"]
     assert phases == ["stop_taking_calls", "hang_up_rest", "close"]
 

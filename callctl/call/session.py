@@ -75,6 +75,9 @@ class Conversation(Protocol):
     PLAYBACK_START/STOP, CHANNEL_EXECUTE[_COMPLETE] with Application-UUID, CUSTOM
     mod_audio_fork::*, CHANNEL_HANGUP…), every media event posted with ``post_media`` and
     every ``TimerFired``. An exception in a hook ends the call (never the daemon).
+    The route's greeting (if any) is played by the session before ``on_start`` with an
+    Application-UUID starting ``greeting-``; with a Conversation plugged in, moving on from
+    SPEAKING when it completes is the Conversation's decision (``call.transition``).
     """
 
     def on_start(self, call: CallSession) -> None:
