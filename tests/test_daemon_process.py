@@ -1,6 +1,6 @@
 """`callctl run` as a REAL process against the emulated switch: READY/WATCHDOG/STOPPING over
-$NOTIFY_SOCKET, SIGHUP reload, a call end to end, drain on SIGTERM with a call in progress, exit 0, and the
-NOC log lines (JSON, call uuid, caller masked)."""
+$NOTIFY_SOCKET, SIGHUP reload, a call end to end, drain on SIGTERM with a call in progress,
+exit 0, and the NOC log lines (JSON, call uuid, caller masked)."""
 
 from __future__ import annotations
 
