@@ -402,3 +402,27 @@ def test_03_06_outbound_session(fixtures_dir: Path, raw_name: str) -> None:
         assert play[0].ev("Application-UUID") == "fsreal-play-1"
     finally:
         sw.stop()
+
+
+def test_heartbeat_and_api_event_layout(fixtures_dir: Path) -> None:
+    sw = Switch(SwitchConfig(esl_port=0, password=PW, event_delay_s=0.0, heartbeat_s=0.05))
+    sw.start()
+    try:
+        cli = listener(sw)
+        cli.command("api show channels as json")
+        hb = cli.wait_for(lambda f: f.name == "HEARTBEAT")
+        api_ev = cli.wait_for(lambda f: f.name == "API")
+    finally:
+        sw.stop()
+    real = capture(fixtures_dir, "01_park_api_events_recv_stream.txt")
+    real_hb = next(f for f in real if f.name == "HEARTBEAT")
+    real_api = next(f for f in real if f.name == "API" and f.ev("API-Command-Argument"))
+    assert hb.names() == real_hb.names()
+    assert hb.ev("Event-Info") == "System Ready"
+    assert hb.ev("FreeSWITCH-Version") == real_hb.ev("FreeSWITCH-Version")
+    assert raw_encoded_value(hb, "Event-Info") == "System%20Ready"
+    assert api_ev.names() == real_api.names()
+    assert (api_ev.ev("API-Command"), api_ev.ev("API-Command-Argument")) == \
+        ("show", "channels as json")
+    for key in ("Event-Calling-File", "Event-Calling-Function"):
+        assert hb.ev(key) == real_hb.ev(key) and api_ev.ev(key) == real_api.ev(key)
