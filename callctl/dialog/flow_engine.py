@@ -11,6 +11,7 @@ step's state in if no other proposal was committed since. A step is a pure funct
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -40,10 +41,12 @@ from callctl.dialog.base import (
 from callctl.dialog.flow_model import (
     MAX_HOPS,
     Flow,
+    Intent,
     Node,
     fill,
     fill_any,
     grammar,
+    match,
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -158,6 +161,9 @@ class _Step:
                 self.take_digits(node, buffered)
             else:
                 self.miss("no_input")
+        elif node.input != "intent" and isinstance(turn, Speech) and (
+                hit := match(self.flow.intents, normalize.normalize_text(turn.text))):
+            self.take_intent(node, hit)          # a global intent ("agent") at any node
         elif self.st["phase"] == "confirm":
             self.confirm(node, turn)
         elif node.input == "intent":
@@ -190,15 +196,19 @@ class _Step:
             self.say(node.reprompt or node.say)
 
     def intent(self, node: Node, turn: Speech | Dtmf) -> None:
+        """The node's own intents first, then the flow's global ones (speech and DTMF)."""
         if isinstance(turn, Dtmf):
-            hit = next((i for i in node.intents if i.dtmf and i.dtmf == turn.digits[:1]), None)
+            key = {"dtmf": turn.digits}
         else:
-            text = normalize.normalize_text(turn.text)
-            hit = next((i for i in node.intents if text and i.matches(text)), None)
+            key = {"text": normalize.normalize_text(turn.text)}
+        hit = match(node.intents, **key) or match(self.flow.intents, **key)
         if hit is None:
             self.miss("no_match")
-            return
-        if node.slot:
+        else:
+            self.take_intent(node, hit)
+
+    def take_intent(self, node: Node, hit: Intent) -> None:
+        if node.slot and node.input == "intent":
             self.st["slots"][node.slot] = hit.name
         if not self.act(hit.actions):
             self.goto(hit.goto)
@@ -295,8 +305,9 @@ class FlowEngine(DialogEngine):
         node = self.flow.nodes[st["node"]]
         timeout = node.no_input_ms or self.flow.no_input_ms
         if st["phase"] == "confirm" or node.input == "yes_no":
-            return Listen(tuple(normalize.YES_NO_WORDS), True, None, "#", timeout)
-        g = grammar(node)
+            g = grammar(dataclasses.replace(node, input="yes_no"), self.flow.intents)
+            return Listen(tuple(g or ()), True, None, "#", timeout)
+        g = grammar(node, self.flow.intents)
         if node.input == "digits":
             return Listen(tuple(g or ()), True, node.max_digits, node.terminator, timeout)
         return Listen(tuple(g) if g else None, node.input == "intent", None, "#", timeout)

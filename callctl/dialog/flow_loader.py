@@ -314,8 +314,9 @@ class _Loader:
         on_fail = head.get("on_fail")
         if on_fail is not None and on_fail not in raw_nodes:
             self.err(("flow",), "on_fail", f"flow: on_fail node {on_fail!r} is not defined")
-        self._links(nodes)
-        self._reachable(nodes, start, on_fail)
+        intents = self.intents(("flow",), head["intents"]) if "intents" in head else ()
+        self._links(nodes, intents)
+        self._reachable(nodes, start, on_fail, intents)
         slots = frozenset(n.slot for n in nodes.values() if n.slot)
         return Flow(
             name=name, path=self.path, start=start, nodes=nodes,
@@ -325,10 +326,14 @@ class _Loader:
             no_input=self.text(head, "no_input", DEFAULT_NO_INPUT),
             no_input_ms=head.get("no_input_ms") if isinstance(head.get("no_input_ms"), int)
             else None,
-            slots=slots,
+            slots=slots, intents=intents,
         )
 
-    def _links(self, nodes: Mapping[str, Node]) -> None:
+    def _links(self, nodes: Mapping[str, Node], intents: tuple[Intent, ...]) -> None:
+        for i in intents:
+            if i.goto and i.goto not in nodes:
+                self.err(("flow", "intents", i.name), "goto",
+                         f"intent {i.name}: goto unknown node {i.goto!r}")
         for n in nodes.values():
             parts = ("nodes", n.id)
             for key in ("next", "yes", "no", "on_fail"):
@@ -349,9 +354,11 @@ class _Loader:
                     break
                 seen.add(cur.id)
 
-    def _reachable(self, nodes: Mapping[str, Node], start: str, on_fail: Any) -> None:
+    def _reachable(self, nodes: Mapping[str, Node], start: str, on_fail: Any,
+                   intents: tuple[Intent, ...]) -> None:
         seen: set[str] = set()
-        todo = [start] + ([on_fail] if isinstance(on_fail, str) else [])
+        todo = [start, *(i.goto for i in intents if i.goto)]
+        todo += [on_fail] if isinstance(on_fail, str) else []
         while todo:
             nid = todo.pop()
             if nid in seen or nid not in nodes:

@@ -27,7 +27,7 @@ NODE_KEYS = frozenset({
     "slot", "confirm", "min_digits", "max_digits", "terminator", "yes", "no", "no_input_ms",
     "intents", "actions",
 })
-FLOW_KEYS = frozenset({"start", "retries", "on_fail", "goodbye", "no_match", "no_input",
+FLOW_KEYS = frozenset({"start", "retries", "on_fail", "goodbye", "no_match", "no_input", "intents",
                        "no_input_ms", "name", "description"})
 INTENT_KEYS = frozenset({"phrases", "keywords", "regex", "dtmf", "goto", "actions"})
 ACTION_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {  # type -> (required, optional)
@@ -125,6 +125,7 @@ class Flow:
     no_input: str = DEFAULT_NO_INPUT
     no_input_ms: int | None = None
     slots: frozenset[str] = field(default_factory=frozenset)
+    intents: tuple[Intent, ...] = ()       # [flow.intents.*]: heard at every node
 
 
 
@@ -144,18 +145,31 @@ def static_prompts(flow: Flow) -> list[str]:
     return list(seen)
 
 
-def grammar(node: Node) -> list[str] | None:
-    """Phrases a recognizer may be restricted to at ``node``; None: open vocabulary (free
-    text, or an intent only a regex can describe)."""
+def grammar(node: Node, flow_intents: tuple[Intent, ...] = ()) -> list[str] | None:
+    """Phrases a recognizer may be restricted to at ``node`` (plus the phrases of the flow's
+    global ``flow_intents``); None: open vocabulary (free text, or an intent only a regex can
+    describe)."""
+    extra = [w for i in flow_intents for w in (*i.phrases, *i.keywords)]
     if node.input == "intent":
-        if any(i.pattern is not None and not (i.phrases or i.keywords) for i in node.intents):
+        intents = (*node.intents, *flow_intents)
+        if any(i.pattern is not None and not (i.phrases or i.keywords) for i in intents):
             return None
-        words = dict.fromkeys(w for i in node.intents for w in (*i.phrases, *i.keywords))
+        words = dict.fromkeys(w for i in intents for w in (*i.phrases, *i.keywords))
         return list(words) or None
     if node.input == "yes_no":
-        return list(normalize.YES_NO_WORDS)
+        return list(dict.fromkeys([*normalize.YES_NO_WORDS, *extra]))
     if node.input == "digits":
-        return list(normalize.NUMBER_WORDS)
+        return list(dict.fromkeys([*normalize.NUMBER_WORDS, *extra]))
+    return None
+
+
+def match(intents: tuple[Intent, ...], text: str | None = None, dtmf: str | None = None
+          ) -> Intent | None:
+    """The first of ``intents`` matching normalized ``text`` or the first key of ``dtmf``."""
+    if dtmf:
+        return next((i for i in intents if i.dtmf and i.dtmf == dtmf[:1]), None)
+    if text:
+        return next((i for i in intents if i.matches(text)), None)
     return None
 
 
@@ -203,5 +217,6 @@ __all__ = [
     "fill",
     "fill_any",
     "grammar",
+    "match",
     "static_prompts",
 ]

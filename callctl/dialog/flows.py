@@ -28,6 +28,10 @@ File format (``<dialog.flows_dir>/<route.flow>.toml``)::
     type = "transfer"                      # transfer|hangup|set|event|webhook
     dest = "queue:billing"                 # extension, sip: URI or queue:<name>
 
+Global intents, ``[flow.intents.NAME]`` (same keys), are heard at every node that takes
+input: by speech before the node's own input (so "agent" escapes a digit or yes/no node),
+and at intent nodes after the node's own intents (there by DTMF too).
+
 Node kinds: ``none`` says its prompts, runs its actions and goes to ``next`` at once (or ends
 the call when it has none); ``intent`` routes by intent; ``yes_no`` goes to ``yes``/``no``
 (DTMF 1/2 too); ``digits`` collects ``min_digits``..``max_digits`` digits by speech or DTMF

@@ -10,8 +10,18 @@ import pytest
 from callctl import config
 from callctl.cli import cli_main
 from callctl.dialog import Dialogs
-from callctl.dialog.base import CallContext, Speech, Transfer
+from callctl.dialog.base import (
+    CallContext,
+    Dtmf,
+    EmitEvent,
+    Hangup,
+    NoInput,
+    SetVar,
+    Speech,
+    Transfer,
+)
 from callctl.dialog.flows import (
+    FlowEngine,
     FlowError,
     check_config,
     check_flow,
@@ -81,6 +91,9 @@ def test_base_flow_is_valid(tmp_path: Path) -> None:
      '[nodes.c]\nsay = "C."\nnext = "b"\n', 'next = "c"', "loop of nodes without input"),
     (lambda t: t.replace('start = "a"', 'start = "a"\ngoodbye = "Bye {caller}"'),
      "goodbye =", "goodbye must be a string without {placeholders}"),
+    (lambda t: t.replace('start = "a"', 'start = "a"\n[flow.intents.help]\n'
+                         'phrases = ["help"]\ngoto = "lost"'), 'goto = "lost"',
+     "intent help: goto unknown node 'lost'"),
     (lambda t: t.replace("[nodes.a.intents.x]", "[nodes.a.intents.x]\ndtmf = \"12\""),
      'dtmf = "12"', "dtmf must be one key"),
     (lambda t: t + '[nodes.d]\nsay = "D?"\ninput = "digits"\nslot = "d"\nmin_digits = 5\n'
@@ -183,3 +196,54 @@ def test_llm_route_needs_url(tmp_path: Path) -> None:
     cfg = config.from_mapping({"dialog": {"llm_url": "http://127.0.0.1:1"},
                                "routes": [{"did": "1", "flow": "llm"}]}, env={})
     assert check_config(cfg) == []
+
+
+def example(name: str) -> FlowEngine:
+    e = FlowEngine(load_flow(EXAMPLES / "flows" / f"{name}.toml"),
+                   CallContext("u", caller="+15550001111"))
+    e.open()
+    return e
+
+
+def test_example_account_by_dtmf_with_fallback_prompt() -> None:
+    e = example("account")
+    r = e.respond(Speech("um I don't know"))                   # no digits heard
+    assert "keypad" in r.sentences[-1]
+    for key in "1234":
+        e.respond(Dtmf(key))
+    r = e.respond(Dtmf("5678#"))
+    assert r.sentences == ["I heard 1 2 3 4 5 6 7 8. Is that correct?"]
+    r = e.respond(Dtmf("1"))
+    assert r.actions[-1] == Transfer("queue:accounts")
+    assert SetVar("callctl_account", "12345678") in r.actions
+
+
+def test_example_account_agent_anytime() -> None:
+    e = example("account")
+    assert e.respond(Speech("can I talk to a person")).actions == (Transfer("7000"),)
+
+
+def test_example_appointment_reprompt_then_yes() -> None:
+    e = example("appointment")
+    r = e.respond(Speech("what?"))
+    assert r.sentences[0] == "Sorry, I need a yes or a no." and "press 1" in r.sentences[1]
+    r = e.respond(Speech("yep"))
+    assert r.actions == (EmitEvent("appointment.confirmed", {"caller": "+15550001111"}),
+                         Hangup("NORMAL_CLEARING"))
+
+
+def test_example_appointment_silence_ends_with_callback() -> None:
+    e = example("appointment")
+    for _ in range(2):
+        assert not e.respond(NoInput()).done
+    r = e.respond(NoInput())
+    assert r.sentences == ["I'll ask the clinic to call you back. Goodbye."] and r.done
+
+
+def test_example_front_desk_dtmf_and_goodbye() -> None:
+    e = example("front_desk")
+    state = e.state()
+    assert e.respond(Dtmf("1")).actions[-1] == Transfer("7001")
+    e.restore(state)
+    r = e.respond(Speech("no thanks that's all"))
+    assert r.sentences == ["Thank you for calling Acme. Goodbye."] and r.done

@@ -377,3 +377,60 @@ def test_speculative_reply_can_be_reused_when_final_agrees(engine: FlowEngine) -
     assert spec.reply() != other.reply()
     same.commit()
     assert engine.node is not None and engine.node.id == "ask_name"
+
+
+GLOBAL = """
+[flow]
+start = "menu"
+
+[flow.intents.agent]
+phrases = ["agent", "operator"]
+dtmf = "0"
+goto = "agent"
+
+[nodes.menu]
+say = "Sales?"
+input = "intent"
+slot = "choice"
+[nodes.menu.intents.sales]
+phrases = ["sales"]
+dtmf = "1"
+goto = "pin"
+
+[nodes.pin]
+say = "PIN?"
+input = "digits"
+slot = "pin"
+max_digits = 4
+confirm = "PIN {pin:digits}?"
+next = "agent"
+
+[nodes.agent]
+say = "Agent."
+[[nodes.agent.actions]]
+type = "transfer"
+dest = "7000"
+"""
+
+
+def test_global_intents(tmp_path: Path) -> None:
+    p = tmp_path / "g.toml"
+    p.write_text(GLOBAL)
+    flow = load_flow(p)
+    e = FlowEngine(flow, CallContext("u"))
+    e.open()
+    start = e.state()
+    assert e.listen is not None and set(e.listen.grammar or ()) == {"sales", "agent", "operator"}
+    r = e.respond(Dtmf("0"))                               # global DTMF at an intent node
+    assert r.actions == (Transfer("7000"),) and e.slots == {"choice": "agent"}
+    e.restore(start)
+    e.respond(Speech("sales"))
+    assert e.listen is not None and "operator" in (e.listen.grammar or ())
+    assert e.respond(Dtmf("0")).parts() == []             # at a digits node 0 is a digit
+    r = e.respond(Speech("operator please"))               # speech escapes the digits node
+    assert r.actions == (Transfer("7000"),)
+    e.restore(start)
+    e.respond(Speech("sales"))
+    e.respond(Speech("one two three four"))
+    assert e.listen is not None and "agent" in (e.listen.grammar or ())   # confirm phase
+    assert e.respond(Speech("agent")).actions == (Transfer("7000"),)
