@@ -15,7 +15,7 @@ File format (``<dialog.flows_dir>/<route.flow>.toml``)::
     audio = "welcome.wav"         # optional prerecorded file (relative to the flow file)
     input = "intent"              # none (default) | intent | yes_no | digits | text
     reprompt = "Please say billing, technical support, or agent."
-    no_match = "..."; no_input = "..."; retries = 2; on_fail = "agent"; no_input_ms = 6000
+    no_match = "Sorry?"           # also: no_input, retries, on_fail, no_input_ms, slot
 
     [nodes.greeting.intents.billing]
     phrases = ["billing", "pay my bill"]   # word sequences (also the recognizer grammar)
@@ -23,6 +23,10 @@ File format (``<dialog.flows_dir>/<route.flow>.toml``)::
     regex = "bill(s|ing)?"                  # searched in the normalized text
     dtmf = "1"
     goto = "billing"
+
+    [flow.intents.agent]                   # global: heard at every node (see below)
+    phrases = ["agent", "operator"]
+    goto = "agent"
 
     [[nodes.billing.actions]]              # run when the node is entered
     type = "transfer"                      # transfer|hangup|set|event|webhook
