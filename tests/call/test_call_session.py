@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from callctl.call.session import CallSession, Inbox, TimerFired
-from callctl.call.state import CallState
+from callctl.call.state import CallState, Trigger
 from callctl.config import Config, DaemonConfig, EslConfig, RouteConfig, RoutingConfig
 from callctl.esl.adapter import EslEvent, OutboundConnection
 from callctl.esl.outbound import OutboundServer
@@ -199,9 +199,10 @@ def test_daemon_over_capacity_rejected(tmp_path: Path, metrics: Metrics) -> None
         rig.close()
 
 
-@pytest.mark.parametrize("when", ["ringing", "speaking", "listening", "transferring"])
+@pytest.mark.parametrize("when", ["ringing", "speaking", "answered", "listening", "thinking",
+                                  "transferring"])
 def test_caller_hangup_in_every_state(rig: Rig, when: str) -> None:
-    call = rig.call() if when != "listening" else rig.call(OTHER)
+    call = rig.call(OTHER) if when in ("answered", "listening", "thinking") else rig.call()
     if when == "ringing":
         call.hangup("ORIGINATOR_CANCEL")
         assert call.wait_hangup(5)
@@ -211,7 +212,15 @@ def test_caller_hangup_in_every_state(rig: Rig, when: str) -> None:
     s = session_for(rig, call)
     if when == "transferring":
         s.request_transfer("sip:agent@127.0.0.1")
-    want = {"speaking": CallState.SPEAKING, "listening": CallState.ANSWERED,
+    if when in ("listening", "thinking"):       # what the Conversation would do
+        with gevent.Timeout(3):
+            while s.state is not CallState.ANSWERED:
+                gevent.sleep(0.005)
+        s.transition(Trigger.LISTEN)
+        if when == "thinking":
+            s.transition(Trigger.THINK)
+    want = {"speaking": CallState.SPEAKING, "answered": CallState.ANSWERED,
+            "listening": CallState.LISTENING, "thinking": CallState.THINKING,
             "transferring": CallState.TRANSFERRING}[when]
     with gevent.Timeout(3):
         while s.state is not want and not s.ended.is_set():
@@ -220,6 +229,8 @@ def test_caller_hangup_in_every_state(rig: Rig, when: str) -> None:
     assert call.wait_hangup(5) == "NORMAL_CLEARING"
     assert s.ended.wait(5)
     assert rig.wait_idle()
+    assert s.state is CallState.ENDED and want in s.machine.history
+    assert rig.recorders[-1].ended == ["NORMAL_CLEARING"]
 
 
 def test_dtmf_storm_reaches_session_without_loss_or_crash(rig: Rig) -> None:
