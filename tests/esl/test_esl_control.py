@@ -55,6 +55,12 @@ class FakeInboundSwitch:
                     body = b"Event-Name: HEARTBEAT\nEvent-Info: System%20Ready\n\n"
                     sock.sendall(b"Content-Length: %d\nContent-Type: text/event-plain\n\n%s"
                                  % (len(body), body))
+                elif cmd.startswith(b"bgapi"):
+                    sock.sendall(b"Content-Type: command/reply\nReply-Text: +OK Job-UUID: j-1\n"
+                                 b"Job-UUID: j-1\n\n")
+                    body = b"Event-Name: BACKGROUND_JOB\nJob-UUID: j-1\nContent-Length: 3\n\n+OK"
+                    sock.sendall(b"Content-Length: %d\nContent-Type: text/event-plain\n\n%s"
+                                 % (len(body), body))
                 elif cmd.startswith(b"api"):
                     out = b"UP 0 years\n" if cmd == b"api status" else b"-ERR nope\n"
                     sock.sendall(b"Content-Type: api/response\nContent-Length: %d\n\n%s"
@@ -84,9 +90,11 @@ def test_connects_gets_events_and_runs_api(metrics: Metrics) -> None:
     assert cc.api("status").startswith("UP")
     with pytest.raises(EslCommandFailed):
         cc.api("bogus")
+    assert cc.bgapi("status") == "j-1"
     gevent.sleep(0.05)
-    assert [e.name for e in seen] == ["HEARTBEAT"]
+    assert [e.name for e in seen] == ["HEARTBEAT", "BACKGROUND_JOB"]
     assert seen[0].headers["Event-Info"] == "System Ready"
+    assert seen[1].body == "+OK" and seen[1].headers["Job-UUID"] == "j-1"
     assert metrics.esl_connected._value.get() == 1
     cc.stop()
     sw.stop()
