@@ -182,6 +182,11 @@ class Speaker:
         except PlaybackError as exc:
             reply.failed = True
             self.log.warning("tts_playback_failed", error=str(exc))
+        except Exception:
+            # A bug or an unexpected OS error ends this reply, not the call: the handle is
+            # still finished below, so the call moves on instead of waiting in silence.
+            reply.failed = True
+            self.log.exception("tts_reply_failed")
         finally:
             if not reply.cancelled:
                 if reply.post is not None:

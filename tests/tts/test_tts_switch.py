@@ -4,6 +4,7 @@ barge-in table. What the caller heard comes from the emulator's own record."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from callctl.config import Config, EslConfig, RouteConfig, RoutingConfig, TurnsC
 from callctl.esl.adapter import EslEvent
 from callctl.esl.outbound import OutboundServer
 from callctl.metrics import Metrics
-from callctl.playback import FilePlayback
+from callctl.playback import FilePlayback, PlaybackTransport
 from callctl.sim.switch import SimCall, Switch, SwitchConfig
 from callctl.tts.espeak import EspeakSynthesizer
 from callctl.tts.speaker import ChunkReady, Reply, ReplySynthesized, Speaker
@@ -26,6 +27,24 @@ from callctl.tts.speaker import ChunkReady, Reply, ReplySynthesized, Speaker
 DID = "+15551239999"
 REPLY = ("Thanks for calling Acme. Your order shipped on Monday. It should arrive by Thursday. "
          "You will get a text message when it is out for delivery.")
+
+
+class Sweeper:
+    """The call's real transport, with a tmp cleaner that deletes the first file just before
+    FreeSWITCH is told to play it."""
+
+    def __init__(self, control: PlaybackTransport) -> None:
+        self.control = control
+        self.swept = False
+
+    def play(self, path: str, event_uuid: str) -> None:
+        if not self.swept:
+            self.swept = True
+            os.unlink(path)
+        self.control.play(path, event_uuid)
+
+    def stop_playback(self) -> None:
+        self.control.stop_playback()
 
 
 class Talker:
@@ -41,9 +60,11 @@ class Talker:
         self.reply: Reply | None = None
         self.verdicts: list[Decision] = []
         self.ended = ""
+        self.sweep_first = False
 
     def on_start(self, call: CallSession) -> None:
-        self.handle = FilePlayback(call.control, self.pdir, turn=self.turn, call_uuid=call.uuid)
+        transport = Sweeper(call.control) if self.sweep_first else call.control
+        self.handle = FilePlayback(transport, self.pdir, turn=self.turn, call_uuid=call.uuid)
         self.turn.mark("dialog")
         self.reply = self.speaker.say(self.text, self.handle, self.turn,
                                       post=call.inbox.put_control)
@@ -72,10 +93,12 @@ class Rig:
     def __init__(self, tmp_path: Path, metrics: Metrics, text: str = REPLY) -> None:
         self.pdir = tmp_path / "playback"
         self.talkers: list[Talker] = []
+        self.sweep_first = False
         speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000, metrics=metrics)
 
         def factory(call: CallSession) -> Talker:
             t = Talker(call, speaker, self.pdir, text)
+            t.sweep_first = self.sweep_first
             self.talkers.append(t)
             return t
 
@@ -173,3 +196,16 @@ def test_hangup_mid_sentence_leaves_nothing_behind(rig: Rig) -> None:
     assert talker.reply is not None and talker.reply.cancelled
     assert talker.reply.greenlet is not None and talker.reply.greenlet.dead
     assert list(rig.pdir.iterdir()) == []
+
+
+def test_missing_file_at_the_switch_skips_one_sentence_only(rig: Rig) -> None:
+    rig.sweep_first = True
+    call, talker = rig.call()
+    wait_for(lambda: talker.handle is not None and talker.handle.done, 20)
+    assert talker.handle is not None
+    assert len(talker.handle.errors) == 1 and "FILE NOT FOUND" in talker.handle.errors[0]
+    heard = call.heard()
+    assert [h.source for h in heard] == [str(p.path) for p in talker.handle.pieces[1:]]
+    assert list(rig.pdir.iterdir()) == []
+    call.hangup()
+    assert call.wait_hangup(5)
