@@ -10,6 +10,11 @@ idle, so the ``api/response`` of ``uuid_answer`` precedes the CHANNEL_ANSWER it 
 
 Bad input never ends more than this connection: a frame the parser rejects is logged with its
 rule and bytes, answered with the disconnect notice, and the socket is closed.
+
+Known gaps: ``event xml`` is accepted but events are still written as text/event-plain;
+``log <level>`` is acknowledged but no ``log/data`` frames are written; ``userauth`` and the
+inbound ACL (``text/rude-rejection``) are not emulated; FreeSWITCH's ~0.5 s pause between
+``+OK bye`` and the disconnect notice is not reproduced.
 """
 
 from __future__ import annotations
@@ -228,7 +233,8 @@ class EslConnection:
             self.log.warning("sim.esl_bad_frame", rule=exc.rule, data=repr(exc.data))
             self.disconnect()
         except (OSError, gevent.Timeout) as exc:
-            self.log.info("sim.esl_socket_error", error=repr(exc))
+            if not self.closed:                 # not our own close() from another greenlet
+                self.log.info("sim.esl_socket_error", error=repr(exc))
         finally:
             self.close()
 
