@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import gevent
-from conftest import free_port
+from testkit import free_port
 
 from callctl.config import Config, DaemonConfig, EslConfig, MetricsConfig, RouteConfig
 from callctl.daemon import Daemon, SdNotify

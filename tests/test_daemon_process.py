@@ -17,7 +17,7 @@ import gevent
 import gevent.socket
 import numpy as np
 import pytest
-from conftest import REPO, free_port
+from testkit import REPO, free_port
 
 from callctl.config import Config, DaemonConfig, EslConfig, RouteConfig, RoutingConfig
 from callctl.daemon import SdNotify, reload_config

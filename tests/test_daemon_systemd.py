@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from testkit import REPO
 
 UNITS = REPO / "systemd"
 

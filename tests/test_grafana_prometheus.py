@@ -39,7 +39,7 @@ from typing import Any
 import gevent
 import pytest
 import yaml
-from conftest import free_port
+from testkit import free_port
 
 from callctl import config
 from callctl.httpd import HttpServer

@@ -11,10 +11,10 @@ from pathlib import Path
 import gevent
 import numpy as np
 import pytest
-from conftest import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 from mediakit import UUID, RecordingSignals, WsServer, wait_until
+from testkit import free_port
 
 from callctl.sim import audiofork
 from callctl.sim.audiofork import tokenize, uuid_audio_fork

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from testkit import free_port
 
 from callctl.sim.cli import SimConfigError, load_config
 
