@@ -54,6 +54,9 @@ from callctl.turns import (
 
 Emit = Callable[[Any], None]
 
+#: Arrival jitter tolerated before a gap in the audio counts as silence (2 frames).
+STALL_GRACE_S = 0.04
+
 
 class Phase(enum.Enum):
     IDLE = "idle"
@@ -74,7 +77,7 @@ class Listener:
         turn_factory: Callable[[], Turn],
         padding_ms: int = 200,
         no_audio_timeout_s: float = 5.0,
-        decode_timeout_s: float = 10.0,
+        decode_timeout_s: float = 30.0,
         call_uuid: str | None = None,
     ) -> None:
         self.inbox = inbox
@@ -99,6 +102,8 @@ class Listener:
         self._speculative_at = 0.0
         self._speech_start = 0.0
         self._speech_end = 0.0
+        self._audio_t = 0.0                  # seconds of audio heard (the stream's own clock)
+        self._speech_end_audio_t = 0.0
         self._armed_at: float | None = None
         self._last_audio = time.monotonic()
         self._no_audio_reported = False
@@ -139,7 +144,7 @@ class Listener:
                 self._evaluate()
         except gevent.GreenletExit:
             raise
-        except Exception as e:
+        except (Exception, gevent.Timeout) as e:
             self.log.exception("listener failed", error=str(e))
             self.emit(AsrFailed(f"listener failed: {e}", time.monotonic()))
 
@@ -167,12 +172,14 @@ class Listener:
         self._no_audio_reported = False
         to_decode: list[AudioFrame] = []
         for f in frames:
+            self._audio_t += f.duration_s
             for ev in self.vad.feed(f.samples, f.at):
                 if isinstance(ev, SpeechStarted):
                     to_decode.extend(self._speech_started(ev))
                 else:
                     self._decode(to_decode)
                     to_decode = []
+                    self._speech_end_audio_t = self._audio_t - (f.at - ev.at)
                     self._speech_ended(ev)
             if self.phase is Phase.SPEAKING:
                 to_decode.append(f)
@@ -226,7 +233,7 @@ class Listener:
         try:
             return gevent.get_hub().threadpool.spawn(fn, *args).get(
                 timeout=self.decode_timeout_s)
-        except Exception as e:  # engine error or timeout: this call loses ASR, nothing else
+        except (Exception, gevent.Timeout) as e:  # engine error or hung: this call loses ASR
             self._asr_ok = False
             self.log.error("recognizer failed", error=repr(e))
             self.emit(AsrFailed(repr(e), time.monotonic()))
@@ -252,11 +259,18 @@ class Listener:
     # -- endpointing ----------------------------------------------------------------------------
 
     def _evaluate(self) -> None:
-        now = time.monotonic()
+        wall = time.monotonic()
         if (not self._no_audio_reported
-                and now - self._last_audio >= self.no_audio_timeout_s):
+                and wall - self._last_audio >= self.no_audio_timeout_s):
             self._no_audio_reported = True
-            self.emit(NoAudio(now - self._last_audio, now))
+            self.emit(NoAudio(wall - self._last_audio, wall))
+        # Silence is measured on the audio's own clock (seconds of audio heard since speech
+        # ended), so a backlog or a late read (CPU overload) never makes a short pause look
+        # long; wall time counts only once audio stops arriving (fork paused/drained/gone).
+        stalled = 0.0
+        if len(self.inbox) == 0:
+            stalled = max(0.0, wall - self._last_audio - STALL_GRACE_S)
+        now = wall if len(self.inbox) == 0 else self._last_audio
         if self.phase is Phase.IDLE:
             state = ListenState(False, None, 0.0, "",
                                 None if self._armed_at is None else (now - self._armed_at) * 1000)
@@ -264,7 +278,8 @@ class Listener:
             best = self._speculative.text if self._speculative is not None else self._partial
             state = ListenState(
                 speaking=self.phase is Phase.SPEAKING,
-                silence_ms=(now - self._speech_end) * 1000 if self.phase is Phase.PAUSED
+                silence_ms=(self._audio_t - self._speech_end_audio_t + stalled) * 1000
+                if self.phase is Phase.PAUSED
                 else None,
                 utterance_ms=(now - self._speech_start) * 1000,
                 text=self._text(best),

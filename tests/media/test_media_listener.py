@@ -203,3 +203,50 @@ def test_no_input_after_arming(harness: Callable[..., Harness], fork_client: Cal
     h.listener.arm_no_input()
     c.stream(np.zeros(8000, dtype=np.int16), realtime=True)  # 1 s of silence
     assert len(h.wait_for(NoInput)) == 1
+
+
+class HungRecognizer:
+    """A recognizer (our own interface) whose decoder hangs: fault injection."""
+
+    engine = "hung"
+    sample_rate = 8000
+
+    def accept(self, pcm: bytes) -> str | None:
+        time.sleep(1.0)  # runs in a threadpool thread
+        return None
+
+    def final(self) -> Any:
+        time.sleep(1.0)
+        raise RuntimeError("unreachable")
+
+    def reset(self) -> None:
+        pass
+
+
+def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
+                                                     fork_client: Callable) -> None:
+    from callctl.turns import AsrFailed
+
+    url, inbox = fork_server.register(UUID)
+    events: list[Any] = []
+    lst = Listener(inbox, HungRecognizer(), Vad(8000), EndpointPolicy(), events.append,
+                   lambda: Turn(0), decode_timeout_s=0.2)
+    g = gevent.spawn(lst.run)
+    try:
+        c = fork_client(url)
+        c.connect()
+        c.text("{}")
+        c.stream(utterance("Yes.").samples, realtime=True)
+        deadline = time.monotonic() + 5
+        while not any(isinstance(e, TurnCommitted) for e in events) \
+                and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+    finally:
+        lst.stop()
+        g.join(timeout=3)
+        fork_server.unregister(UUID)
+    assert sum(isinstance(e, AsrFailed) for e in events) == 1
+    assert any(isinstance(e, SpeechStarted) for e in events)
+    committed = [e for e in events if isinstance(e, TurnCommitted)]
+    assert len(committed) == 1 and committed[0].text == ""
+    assert g.dead and g.exception is None  # the listener itself did not crash
