@@ -36,6 +36,11 @@ REPLY = ("Let me read you the terms of your plan. It includes unlimited calls an
 
 
 @dataclass(frozen=True)
+class ResumeNow:
+    """False interruption: say the cut sentence and the rest again."""
+
+
+@dataclass(frozen=True)
 class InterruptNow:
     """Posted by the media reader; applied by the call's own greenlet."""
 
@@ -53,6 +58,7 @@ class Bot_:
         self.reply: Reply | None = None
         self.decisions: list[Decision] = []
         self.onsets: list[float] = []
+        self.resumed: list[str] = []
         self.reader: gevent.Greenlet[..., None] | None = None
 
     def on_start(self, call: CallSession) -> None:
@@ -80,7 +86,10 @@ class Bot_:
                     bot = Bot.CUT if self.handle.interrupted else Bot.SPEAKING
                     obs = Observation(bot, Signal.SPEECH_STOPPED,
                                       speech_ms=int(ev.speech_s * 1000))
-                    self.decisions.append(decide(obs, cfg).decision)
+                    decision = decide(obs, cfg).decision
+                    self.decisions.append(decision)
+                    if decision is Decision.RESUME:
+                        self.call.inbox.put_control(ResumeNow())
                     onset = None
             if onset is not None and not self.handle.done and not asked:
                 obs = Observation(Bot.SPEAKING, Signal.SPEECH,
@@ -97,6 +106,11 @@ class Bot_:
             self.reply.deliver(event)
         elif isinstance(event, InterruptNow):
             self.handle.interrupt()
+        elif isinstance(event, ResumeNow):
+            again = self.reply.remaining_text()
+            self.resumed.append(again)
+            self.handle = FilePlayback(self.call.control, self.pdir, call_uuid=self.call.uuid)
+            self.reply = self.speaker.say(again, self.handle, post=self.call.inbox.put_control)
         elif isinstance(event, EslEvent):
             self.handle.on_event(event.name, event.headers)
 
@@ -171,6 +185,15 @@ def test_caller_speech_over_the_bot_cuts_it(rig: Rig) -> None:
     assert cut.end - heard[0].start < total  # the rest of the reply was not played
     print(f"barge-in latency (caller speech onset -> last bot audio): "
           f"{(cut.end - onset) * 1000:.0f} ms")
+    # Nothing was recognized (this bot has no recognizer): when the caller stops, the
+    # interruption counts as false and the bot says the cut sentence again: no silence.
+    with gevent.Timeout(8):
+        while len(call.heard()) <= len(heard):
+            gevent.sleep(0.02)
+    assert bot.decisions[-1] is Decision.RESUME
+    assert bot.resumed[0] and REPLY.endswith(bot.resumed[0])
+    resumed = call.heard()[len(heard)]
+    assert resumed.start > cut.end and resumed.source.endswith(".wav")
     call.hangup()
     assert call.wait_hangup(5)
 
