@@ -16,7 +16,6 @@ the current application instead of nested inside it.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ import gevent.event
 import gevent.queue
 
 from callctl.log import get_logger
+from callctl.sim import chanvars
 from callctl.sim.events import HANGUP_CAUSES, STATE_NUMBERS, Event, Header
 from callctl.sim.interfaces import ChannelMedia, Heard, PlayResult
 
@@ -91,6 +91,7 @@ class Channel:
         self.answered_us = 0
         self.hangup_us = 0
         self._disposition = "send_bye"
+        self._play_started = time.monotonic()
         self.profile: dict[str, str] = {}
         self.variables: dict[str, str] = {}
         self._init_profile_and_vars()
@@ -114,68 +115,11 @@ class Channel:
     # ------------------------------------------------------------------ data
 
     def _init_profile_and_vars(self) -> None:
-        c, u, did = self.caller_id, self.uuid, self.did
-        created = str(self.created_us)
-        self.profile = {
-            "Direction": "inbound", "Logical-Direction": "inbound", "Username": c,
-            "Dialplan": "XML", "Caller-ID-Name": c, "Caller-ID-Number": c,
-            "Orig-Caller-ID-Name": c, "Orig-Caller-ID-Number": c,
-            "Network-Addr": "127.0.0.1", "ANI": c, "Destination-Number": did, "Unique-ID": u,
-            "Source": "mod_sofia", "Context": "public", "Channel-Name": self.name,
-            "Profile-Index": "1", "Profile-Created-Time": created,
-            "Channel-Created-Time": created, "Channel-Answered-Time": "0",
-            "Channel-Progress-Time": "0", "Channel-Progress-Media-Time": "0",
-            "Channel-Hangup-Time": "0", "Channel-Transfer-Time": "0",
-            "Channel-Resurrect-Time": "0", "Channel-Bridged-Time": "0",
-            "Channel-Last-Hold": "0", "Channel-Hold-Accum": "0", "Screen-Bit": "true",
-            "Privacy-Hide-Name": "false", "Privacy-Hide-Number": "false",
-        }
-        tag = f"{random.randrange(10**6)}SIPpTag001"
-        call_id = f"{random.randrange(10**6)}-sim@127.0.0.1"
-        codec, rate, pt = self.codec_name, self.rate, self.pt
-        sdp = (f"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n"
-               f"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16600 RTP/AVP {pt}\r\n"
-               f"a=rtpmap:{pt} {codec}/{rate}\r\n")
-        for k, v in [
-            ("direction", "inbound"), ("uuid", u), ("call_uuid", u),
-            ("session_id", str(self.switch.session_count + 1)), ("sip_from_user", c),
-            ("sip_from_port", "5070"), ("sip_from_uri", f"{c}@127.0.0.1:5070"),
-            ("sip_from_host", "127.0.0.1"), ("video_media_flow", "disabled"),
-            ("text_media_flow", "disabled"), ("channel_name", self.name),
-            ("sip_call_id", call_id), ("sip_local_network_addr", "127.0.0.1"),
-            ("sip_network_ip", "127.0.0.1"), ("sip_network_port", "5070"),
-            ("sip_invite_stamp", created), ("sip_received_ip", "127.0.0.1"),
-            ("sip_received_port", "5070"), ("sip_via_protocol", "udp"),
-            ("sip_from_user_stripped", c), ("sip_from_tag", tag),
-            ("sofia_profile_name", "external"),
-            ("sofia_profile_url", "sip:mod_sofia@127.0.0.1:5080"),
-            ("recovery_profile_name", "external"),
-            ("sip_full_via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-sim-1-0"),
-            ("sip_from_display", c),
-            ("sip_full_from", f'"{c}" <sip:{c}@127.0.0.1:5070>;tag={tag}'),
-            ("sip_full_to", f"<sip:{did}@127.0.0.1:5080>"), ("sip_req_user", did),
-            ("sip_req_port", "5080"), ("sip_req_uri", f"{did}@127.0.0.1:5080"),
-            ("sip_req_host", "127.0.0.1"), ("sip_to_user", did), ("sip_to_port", "5080"),
-            ("sip_to_uri", f"{did}@127.0.0.1:5080"), ("sip_to_host", "127.0.0.1"),
-            ("sip_contact_user", c), ("sip_contact_port", "5070"),
-            ("sip_contact_uri", f"{c}@127.0.0.1:5070"), ("sip_contact_host", "127.0.0.1"),
-            ("sip_subject", "callctl sim"), ("sip_user_agent", "callctl-sim"),
-            ("sip_via_host", "127.0.0.1"), ("sip_via_port", "5070"), ("max_forwards", "70"),
-            ("switch_r_sdp", sdp),
-            ("ep_codec_string", f"CORE_PCM_MODULE.{codec}@{rate}h@20i@64000b"),
-            ("rtp_use_codec_string", "PCMU,PCMA"), ("remote_video_media_flow", "inactive"),
-            ("remote_text_media_flow", "inactive"), ("remote_audio_media_flow", "sendrecv"),
-            ("audio_media_flow", "sendrecv"), ("remote_media_ip", "127.0.0.1"),
-            ("remote_media_port", "16600"), ("rtp_audio_recv_pt", str(pt)),
-            ("rtp_use_codec_name", codec), ("rtp_use_codec_rate", str(rate)),
-            ("rtp_use_codec_ptime", "20"), ("rtp_use_codec_channels", "1"),
-            ("rtp_last_audio_codec_string", f"{codec}@{rate}h@20i@1c"),
-            ("read_codec", codec), ("original_read_codec", codec), ("read_rate", str(rate)),
-            ("original_read_rate", str(rate)), ("write_codec", codec),
-            ("write_rate", str(rate)), ("dtmf_type", "rfc2833"),
-            ("endpoint_disposition", "RECEIVED"),
-        ]:
-            self.variables[k] = v
+        self.profile = chanvars.initial_profile(self.uuid, self.caller_id, self.did, self.name,
+                                                self.created_us)
+        self.variables = dict(chanvars.initial_variables(
+            self.uuid, self.caller_id, self.did, self.name, self.created_us,
+            self.switch.session_count + 1, self.codec_name, self.rate, self.pt))
 
     def set_var(self, name: str, value: str | None) -> None:
         """FreeSWITCH semantics: setting deletes then appends (the variable moves to the end);
@@ -206,6 +150,14 @@ class Channel:
         if name.startswith("PLAYBACK_") and kind in ("tone_stream", "local_stream") \
                 and "Playback-File-Type" not in headers:
             after.insert(0, ("Playback-File-Type", kind))
+        if name == "PLAYBACK_START":
+            self._play_started = time.monotonic()
+        elif name == "PLAYBACK_STOP":
+            ms = int((time.monotonic() - self._play_started) * self.switch.cfg.speed * 1000)
+            samples = ms * self.rate // 1000
+            for k, v in (("playback_last_offset_pos", samples), ("playback_seconds", ms // 1000),
+                         ("playback_ms", ms), ("playback_samples", samples)):
+                self.set_var(k, str(v))
         self._fire(name, after=after)
 
     def fire_custom(self, subclass: str, body: str | None) -> None:
@@ -230,10 +182,19 @@ class Channel:
         """ChannelSignals: the caller pressed ``digit`` (DTMF, RTP source, no variables)."""
         if digit not in "0123456789*#ABCD" or len(digit) != 1:
             raise ValueError(f"bad DTMF digit {digit!r}")
-        if self.is_up():
-            self._fire("DTMF", after=[("DTMF-Digit", digit),
-                                      ("DTMF-Duration", str(duration_samples)),
-                                      ("DTMF-Source", "RTP")])
+        if not self.is_up():
+            return
+        self._fire("DTMF", after=[("DTMF-Digit", digit),
+                                  ("DTMF-Duration", str(duration_samples)),
+                                  ("DTMF-Source", "RTP")])
+        terminators = self.variables.get("playback_terminators", "*")
+        if terminators == "any":
+            terminators = "1234567890*#"
+        elif terminators == "none":
+            terminators = ""
+        if self.executing == "playback" and digit in terminators:
+            self.set_var("playback_terminator_used", digit)
+            self.media.break_playback(False)
 
     def caller_hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """ChannelSignals: the caller sent BYE."""
@@ -301,18 +262,26 @@ class Channel:
         self.answered_us = int(time.time() * 1_000_000)
         self.profile["Channel-Answered-Time"] = str(self.answered_us)
         self.answer_state = "answered"
-        for k, v in [("rtp_local_sdp_str", "v=0\r\no=FreeSWITCH 1 2 IN IP4 127.0.0.1\r\n"),
-                     ("local_media_ip", "127.0.0.1"), ("local_media_port", "16458"),
-                     ("advertised_media_ip", "127.0.0.1"), ("rtp_use_pt", str(self.pt)),
-                     ("rtp_use_ssrc", str(random.randrange(1, 2**32))),
-                     ("rtp_2833_send_payload", "101"), ("rtp_2833_recv_payload", "101"),
-                     ("remote_media_ip", "127.0.0.1"), ("remote_media_port", "16600")]:
+        for k, v in chanvars.answer_variables(self.pt):
             self.set_var(k, v)
         self._fire("CHANNEL_ANSWER")
         self._set_callstate("ACTIVE")
         self.set_var("endpoint_disposition", "ANSWER")
         self.media.start()
         self.answered.set()
+        return True
+
+    def pre_answer(self) -> bool:
+        """Early media: CHANNEL_PROGRESS_MEDIA, call state EARLY, the media clock starts."""
+        if not self.is_up():
+            return False
+        if self.answer_state in ("early", "answered"):
+            return True
+        self.profile["Channel-Progress-Media-Time"] = str(int(time.time() * 1_000_000))
+        self.answer_state = "early"
+        self._fire("CHANNEL_PROGRESS_MEDIA", where="CHANNEL_PROGRESS_MEDIA")
+        self._set_callstate("EARLY")
+        self.media.start()
         return True
 
     def release_control(self) -> None:
@@ -418,11 +387,11 @@ class Channel:
     def process(self, msg: PrivateMessage) -> None:
         """Run one private message, then fire PRIVATE_COMMAND (sendmsg headers first)."""
         if msg.command == "execute":
-            self.set_var("current_loop", "1")
             self.set_var("total_loops", str(msg.loops))
-            for _ in range(max(1, msg.loops)):
+            for i in range(max(1, msg.loops)):
                 if not self.is_up():
                     break
+                self.set_var("current_loop", str(i + 1))
                 self.execute(msg.app, msg.arg, msg.event_uuid, msg.broadcast)
             self.set_var("current_loop", None)
             self.set_var("total_loops", None)
@@ -441,7 +410,11 @@ class Channel:
         self._set_state("CS_REPORTING")
         if "sip_hangup_disposition" not in self.variables:
             self.set_var("sip_hangup_disposition", self._disposition)
-        self._set_cdr_vars()
+        for k, v in chanvars.cdr_variables(
+                self.hangup_cause or "NORMAL_CLEARING", self.created_us, self.answered_us,
+                self.hangup_us or int(time.time() * 1_000_000), self.current_app,
+                self.current_app_data, self.caller_id, self.rate):
+            self.set_var(k, v)
         self._fire("CHANNEL_HANGUP_COMPLETE", before=[("Hangup-Cause", self.hangup_cause or "")])
         if self.outbound is not None:
             self.outbound.channel_done()
@@ -453,72 +426,14 @@ class Channel:
         self.switch.forget(self)
         self.destroyed.set()
 
-    def _set_cdr_vars(self) -> None:
-        cause = self.hangup_cause or "NORMAL_CLEARING"
-        end_us = self.hangup_us or int(time.time() * 1_000_000)
-        start, ans = self.created_us, self.answered_us
-        bill_us = end_us - ans if ans else 0
-        dur_us = end_us - start
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start / 1e6))
-        cdr = [("hangup_cause", cause), ("hangup_cause_q850", str(HANGUP_CAUSES[cause])),
-               ("digits_dialed", "none"), ("start_stamp", stamp),
-               ("profile_start_stamp", stamp)]
-        if ans:
-            cdr.append(("answer_stamp",
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ans / 1e6))))
-        cdr += [("end_stamp", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end_us / 1e6))),
-                ("start_epoch", str(start // 10**6)), ("start_uepoch", str(start)),
-                ("profile_start_epoch", str(start // 10**6)),
-                ("profile_start_uepoch", str(start)),
-                ("answer_epoch", str(ans // 10**6)), ("answer_uepoch", str(ans))]
-        cdr += [(k, "0") for k in (
-            "bridge_epoch", "bridge_uepoch", "last_hold_epoch", "last_hold_uepoch",
-            "hold_accum_seconds", "hold_accum_usec", "hold_accum_ms", "resurrect_epoch",
-            "resurrect_uepoch", "progress_epoch", "progress_uepoch", "progress_media_epoch",
-            "progress_media_uepoch")]
-        cdr += [("end_epoch", str(end_us // 10**6)), ("end_uepoch", str(end_us)),
-                ("last_app", self.current_app), ("last_arg", self.current_app_data),
-                ("caller_id", f'"{self.caller_id}" <{self.caller_id}>'),
-                ("duration", str(dur_us // 10**6)), ("billsec", str(bill_us // 10**6)),
-                ("progresssec", "0"), ("answersec", str((ans - start) // 10**6 if ans else 0)),
-                ("waitsec", "0"), ("progress_mediasec", "0"),
-                ("flow_billsec", str(dur_us // 10**6)),
-                ("mduration", str(dur_us // 1000)), ("billmsec", str(bill_us // 1000)),
-                ("progressmsec", "0"), ("answermsec", str((ans - start) // 1000 if ans else 0)),
-                ("waitmsec", "0"), ("progress_mediamsec", "0"),
-                ("flow_billmsec", str(dur_us // 1000)), ("uduration", str(dur_us)),
-                ("billusec", str(bill_us)), ("progressusec", "0"),
-                ("answerusec", str(ans - start if ans else 0)), ("waitusec", "0"),
-                ("progress_mediausec", "0"), ("flow_billusec", str(dur_us))]
-        frames = max(0, bill_us // 20000)
-        nbytes = frames * (self.rate // 50)
-        cdr += [("rtp_audio_in_raw_bytes", str(nbytes)), ("rtp_audio_in_media_bytes",
-                 str(nbytes)), ("rtp_audio_in_packet_count", str(frames)),
-                ("rtp_audio_in_media_packet_count", str(frames))]
-        cdr += [(f"rtp_audio_in_{k}", "0") for k in (
-            "skip_packet_count", "jitter_packet_count", "dtmf_packet_count",
-            "cng_packet_count", "flush_packet_count", "largest_jb_size")]
-        cdr += [("rtp_audio_in_jitter_min_variance", "0.00"),
-                ("rtp_audio_in_jitter_max_variance", "0.00"),
-                ("rtp_audio_in_jitter_loss_rate", "0.00"),
-                ("rtp_audio_in_jitter_burst_rate", "0.00"),
-                ("rtp_audio_in_mean_interval", "20.00"), ("rtp_audio_in_flaw_total", "0"),
-                ("rtp_audio_in_quality_percentage", "100.00"), ("rtp_audio_in_mos", "4.50"),
-                ("rtp_audio_out_raw_bytes", str(nbytes)),
-                ("rtp_audio_out_media_bytes", str(nbytes)),
-                ("rtp_audio_out_packet_count", str(frames)),
-                ("rtp_audio_out_media_packet_count", str(frames))]
-        cdr += [(f"rtp_audio_{k}", "0") for k in (
-            "out_skip_packet_count", "out_dtmf_packet_count", "out_cng_packet_count",
-            "rtcp_packet_count", "rtcp_octet_count")]
-        for k, v in cdr:
-            self.set_var(k, v)
-
-
 # ---------------------------------------------------------------------- applications
 
 def _app_answer(ch: Channel, arg: str, broadcast: bool) -> None:
     ch.answer()
+
+
+def _app_pre_answer(ch: Channel, arg: str, broadcast: bool) -> None:
+    ch.pre_answer()
 
 
 def _app_park(ch: Channel, arg: str, broadcast: bool) -> None:
@@ -560,8 +475,9 @@ def stop_recording(ch: Channel, path: str) -> bool:
 
 
 APPS: Mapping[str, Callable[[Channel, str, bool], None]] = {
-    "answer": _app_answer, "park": _app_park, "playback": _app_playback,
-    "hangup": _app_hangup, "set": _app_set, "sleep": _app_sleep, "socket": _app_socket,
+    "answer": _app_answer, "pre_answer": _app_pre_answer, "park": _app_park,
+    "playback": _app_playback, "hangup": _app_hangup, "set": _app_set, "sleep": _app_sleep,
+    "socket": _app_socket,
 }
 
 

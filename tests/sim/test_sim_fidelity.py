@@ -46,9 +46,8 @@ from callctl.sim.switch import Switch, SwitchConfig
 PW = "fsreal-ESL-pw"
 CAPTURE_ONLY_VARS = {"variable_fsreal_route"}
 # variables whose presence depends on timing/SIP details the emulator does not model
-LOOSE_VARS = {"variable_sip_to_tag", "variable_sip_cseq", "variable_playback_last_offset_pos",
-              "variable_playback_seconds", "variable_playback_ms", "variable_playback_samples",
-              "variable_sip_term_status", "variable_proto_specific_hangup_cause",
+LOOSE_VARS = {"variable_sip_to_tag", "variable_sip_cseq", "variable_sip_term_status",
+              "variable_proto_specific_hangup_cause",
               "variable_sip_term_cause", "variable_last_arg", "variable_answer_stamp",
               "variable_current_application_response", "variable_current_application_data",
               "variable_socket_resume"}
