@@ -147,8 +147,7 @@ class Switch:
             ch.hangup("MANAGER_REQUEST")
             if ch.outbound is not None:
                 ch.outbound.close()
-        for ch in list(self._channels.values()):
-            ch.destroyed.wait(timeout=2.0)
+        gevent.wait([ch.destroyed for ch in self._channels.values()], timeout=5.0)
         for lst in list(self._listeners):
             lst.close()
         self._listeners.clear()
