@@ -11,7 +11,8 @@ from callctl.tts.bench import main
 
 def test_bench_reports_ttfc_and_rtf(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--engines", "espeak", "--repeat", "1", "--rate", "16000"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out  # log lines of other greenlets may surround the JSON
+    out, _end = json.JSONDecoder().raw_decode(text[text.index('{\n  "rate"'):])
     fig = out["espeak"]
     assert out["rate"] == 16000 and fig["samples"] == 5
     assert 0 < fig["ttfc_ms_p50"] <= fig["ttfc_ms_p95"]
