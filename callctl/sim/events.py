@@ -40,6 +40,8 @@ WHERE: dict[str, tuple[str, str, int]] = {
     "CHANNEL_EXECUTE_COMPLETE": ("switch_core_session.c", "switch_core_session_exec", 2967),
     "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", 3846),
     "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", 1002),
+    "CHANNEL_PROGRESS_MEDIA": ("switch_channel.c",
+                               "switch_channel_perform_mark_pre_answered", 3613),
     "CHANNEL_UNPARK": ("switch_ivr.c", "switch_ivr_park", 1213),
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", 1646),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", 2020),

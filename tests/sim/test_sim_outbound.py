@@ -234,3 +234,37 @@ def test_barge_in_with_uuid_break_all(switch: Switch, daemon: Daemon, tmp_path: 
     assert len(heard) == 1 and heard[0].interrupted
     call.hangup()
     assert call.wait_hangup(5) == "NORMAL_CLEARING"
+
+
+def test_pre_answer_dtmf_terminator_and_loops(switch: Switch, daemon: Daemon,
+                                              tmp_path: Path) -> None:
+    wav = tmp_path / "long.wav"
+    _tone(wav, 6.0)
+    short = tmp_path / "short.wav"
+    _tone(short, 0.1)
+    call = switch.place_call("5000")
+    cli = connected(daemon, "myevents", "event plain PLAYBACK_STOP CHANNEL_PROGRESS_MEDIA")
+    cli.command("sendmsg\ncall-command: execute\nexecute-app-name: pre_answer")
+    early = cli.wait_for(lambda f: f.name == "CHANNEL_PROGRESS_MEDIA")
+    assert early.ev("Answer-State") == "early"
+    assert not call.wait_answered(0.05)
+    cli.command("sendmsg\ncall-command: execute\nexecute-app-name: answer")
+    assert call.wait_answered(5)
+    sendmsg_play(cli, wav, "long")
+    cli.wait_for(lambda f: f.name == "CHANNEL_EXECUTE" and f.ev("Application-UUID") == "long")
+    gevent.sleep(0.1)
+    call.dtmf("1")                                      # not a terminator: keeps playing
+    gevent.sleep(0.1)
+    assert not any(f.name == "PLAYBACK_STOP" for f in cli.frames)
+    call.dtmf("*")                                      # default playback_terminators
+    stop = cli.wait_for(lambda f: f.name == "PLAYBACK_STOP")
+    assert stop.ev("Playback-Status") == "break"
+    cli.command(f"sendmsg\ncall-command: execute\nexecute-app-name: playback\n"
+                f"execute-app-arg: {short}\nloops: 3\nevent-uuid: looped")
+    cli.wait_for(lambda f: f.name == "CHANNEL_EXECUTE_COMPLETE"
+                 and f.ev("variable_current_loop") == "3")
+    runs = [f for f in cli.frames if f.name == "CHANNEL_EXECUTE_COMPLETE"
+            and f.ev("Application-UUID") == "looped"]
+    assert [f.ev("variable_total_loops") for f in runs] == ["3", "3", "3"]
+    call.hangup()
+    assert call.wait_hangup(5) == "NORMAL_CLEARING"
