@@ -203,6 +203,12 @@ class PlaybackHandle:
         handle is interrupted or closed; ``PlaybackError`` if it cannot be queued."""
         raise NotImplementedError
 
+    def on_event(self, name: str, headers: Mapping[str, str]) -> None:
+        """Feed one ESL event of the call (file mode uses them; stream mode ignores them)."""
+
+    def on_fork_message(self, message: Mapping[str, Any]) -> None:
+        """Feed one parsed JSON text frame from the fork (stream mode uses marks)."""
+
     def finish(self) -> None:
         """No more pieces: the handle is done when the queued ones have played."""
         self.finished = True

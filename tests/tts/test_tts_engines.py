@@ -163,3 +163,16 @@ def test_build_by_name(piper: PiperSynthesizer) -> None:
         tts.build(TtsConfig(engine="coqui"))
     with pytest.raises(EngineUnavailable, match="unknown engine"):
         tts.build(cfg, "festival")
+
+
+def test_build_speaker_wires_engines_and_cache(tmp_path: Path) -> None:
+    cfg = TtsConfig(cache_dir=str(tmp_path / "cache"))
+    speaker = tts.build_speaker(cfg, 16000)
+    assert (speaker.primary.engine, speaker.rate) == ("piper", 16000)
+    assert speaker.fallback is not None and speaker.fallback.engine == "espeak"
+    assert speaker.cache is not None and speaker.cache.dir == tmp_path / "cache"
+    assert speaker.deadline_s == cfg.deadline_ms / 1000
+    espeak_first = tts.build_speaker(TtsConfig(engine="espeak", fallback_engine="piper",
+                                               cache_dir=str(tmp_path)), 8000, voice="en-gb")
+    assert espeak_first.primary.voice == "en-gb"
+    assert espeak_first.fallback is not None and espeak_first.fallback.engine == "piper"
