@@ -40,9 +40,11 @@ def _parse_wav_stream(data: bytes) -> tuple[int, bytes]:
         cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         body = pos + 8
         if cid == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                raise TtsError(f"espeak-ng WAV has a short fmt chunk ({size} bytes)")
             fmt, channels, rate = struct.unpack_from("<HHI", data, body)
             bits = struct.unpack_from("<H", data, body + 14)[0]
-            if fmt != 1 or channels != 1 or bits != 16:
+            if fmt != 1 or channels != 1 or bits != 16 or rate <= 0:
                 raise TtsError(f"espeak-ng WAV is not 16-bit mono PCM ({fmt},{channels},{bits})")
         elif cid == b"data":
             if not rate:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import gevent
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callctl import tts
 from callctl.config import TtsConfig
 from callctl.tts.base import AudioChunk, CancelToken, EngineUnavailable, TtsError
 from callctl.tts.coqui import CoquiSynthesizer, find_model
-from callctl.tts.espeak import EspeakSynthesizer
+from callctl.tts.espeak import EspeakSynthesizer, _parse_wav_stream
 from callctl.tts.piper import PiperSynthesizer, load_voice
 
 
@@ -176,3 +179,30 @@ def test_build_speaker_wires_engines_and_cache(tmp_path: Path) -> None:
                                                cache_dir=str(tmp_path)), 8000, voice="en-gb")
     assert espeak_first.primary.voice == "en-gb"
     assert espeak_first.fallback is not None and espeak_first.fallback.engine == "piper"
+
+
+def _wav_header(rate: int = 22050, data_size: int = 0x7FFFFFFF) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    return (b"RIFF" + struct.pack("<I", 0x7FFFFFFF) + b"WAVE" + b"fmt "
+            + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_size))
+
+
+def test_espeak_wav_stream_parser() -> None:
+    assert _parse_wav_stream(_wav_header() + b"\x01\x00\x02\x00\x03") == (22050,
+                                                                          b"\x01\x00\x02\x00")
+    for bad in (b"", b"RIFF", b"RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01",
+                _wav_header(rate=0), b"RIFF\x00\x00\x00\x00WAVEdata\x00\x00\x00\x00"):
+        with pytest.raises(TtsError):
+            _parse_wav_stream(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.integers(0, 60))
+def test_espeak_wav_stream_parser_fuzz(tail: bytes, cut: int) -> None:
+    """Whatever espeak-ng prints, the parser returns audio or raises TtsError."""
+    for data in (tail, _wav_header()[:cut] + tail, b"RIFF\x00\x00\x00\x00WAVE" + tail):
+        try:
+            rate, pcm = _parse_wav_stream(data)
+        except TtsError:
+            continue
+        assert rate > 0 and len(pcm) % 2 == 0
