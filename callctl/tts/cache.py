@@ -44,7 +44,10 @@ class PromptCache:
 
     def __init__(self, cache_dir: str | Path, metrics: Metrics | None = None) -> None:
         self.dir = Path(cache_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            raise TtsError(f"tts.cache_dir {self.dir} cannot be created: {exc}") from exc
         self.metrics = metrics
 
     def path_for(self, synth: Synthesizer, text: str, rate: int) -> Path:
@@ -96,7 +99,10 @@ class PromptCache:
         pcm = b"".join(parts)
         if not pcm:
             raise TtsError(f"{synth.engine} produced no audio for {cleaned[:40]!r}")
-        self.put(synth, cleaned, rate, pcm)
+        try:
+            self.put(synth, cleaned, rate, pcm)
+        except OSError as exc:  # disk full, read-only: the call still gets its audio
+            log.warning("tts_cache_write_failed", dir=str(self.dir), error=str(exc))
         return AudioChunk(pcm=pcm, rate=rate, text=cleaned)
 
     def render(

@@ -102,3 +102,18 @@ def test_empty_prompt_is_refused(tmp_path: Path, engine: Counting) -> None:
     with pytest.raises(TtsError, match="nothing speakable"):
         PromptCache(tmp_path, None).get_or_synthesize(engine, "  <break/> ", 8000)
     assert engine.calls == []
+
+
+def test_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TtsError, match=r"tts\.cache_dir .* cannot be created"):
+        PromptCache(blocker / "prompts", None)
+
+
+def test_cache_write_failure_still_returns_audio(tmp_path: Path, engine: Counting) -> None:
+    cache = PromptCache(tmp_path, None)
+    shard = cache.path_for(engine, "Hello.", 8000).parent
+    shard.write_text("a file where the shard directory should be")  # writes now fail
+    chunk = cache.get_or_synthesize(engine, "Hello.", 8000)
+    assert chunk.duration_s > 0.2 and cache.size() == 0
