@@ -32,6 +32,7 @@ from callctl.sim.events import HANGUP_CAUSES, STATE_NUMBERS, Event, Header
 from callctl.sim.interfaces import ChannelMedia, Heard, PlayResult
 
 if TYPE_CHECKING:
+    from callctl.sim.eslconn import EslConnection
     from callctl.sim.outbound import OutboundSession
     from callctl.sim.switch import Switch
 
@@ -105,6 +106,7 @@ class Channel:
         self.current_app_data = ""
         self.executing: str | None = None
         self.outbound: OutboundSession | None = None
+        self.bound: list[EslConnection] = []      # session-bound sockets (hold the session)
         self.controlled = False
         self.transfer_to: tuple[str, str] | None = None
         self.inline_actions: list[tuple[str, str]] | None = None
@@ -416,9 +418,9 @@ class Channel:
                 self.current_app_data, self.caller_id, self.rate):
             self.set_var(k, v)
         self._fire("CHANNEL_HANGUP_COMPLETE", before=[("Hangup-Cause", self.hangup_cause or "")])
-        if self.outbound is not None:
-            self.outbound.channel_done()
-            self.outbound.released.wait(timeout=self.switch.max_linger_s)
+        for conn in self.bound:
+            conn.channel_done()
+        gevent.wait([conn.released for conn in self.bound], timeout=self.switch.max_linger_s)
         self.state_number = STATE_NUMBERS["CS_DESTROY"]
         self._fire("CHANNEL_DESTROY")
         self.state = "CS_DESTROY"

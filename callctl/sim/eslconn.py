@@ -103,6 +103,9 @@ class EslConnection:
         self.myevents_uuid: str | None = None
         self.filters: list[tuple[str, str]] = []
         self.logging: str | None = None
+        self.lingering = False
+        self.linger_s: int | None = None
+        self.released = gevent.event.Event()    # set once closed (session lock released)
         self.closed = False
         self.missed = 0
         self._queue: gevent.queue.Queue[tuple[float, bytes | Callable[[], None]]] = \
@@ -147,8 +150,13 @@ class EslConnection:
                 gevent.spawn(self.disconnect, LOST_EVENTS)
 
     def deliver(self, ev: Event) -> None:
-        """Called for every fired event; queues it if this connection wants it."""
+        """Called for every fired event; queues it if this connection wants it. A
+        session-bound socket never gets its own channel's CHANNEL_DESTROY (it holds the
+        session until it closes)."""
         if self.closed or not self.wants(ev):
+            return
+        if ev.name == "CHANNEL_DESTROY" and self.session_uuid is not None \
+                and ev.unique_id == self.session_uuid:
             return
         if self.fmt == "json":
             data = eslcodec.event_json(ev.headers, ev.body)
@@ -241,10 +249,52 @@ class EslConnection:
     def on_open(self) -> None:
         """Hook: first bytes of the connection (auth/request for inbound)."""
 
+    # ------------------------------------------------------------------ session-bound
+
+    def channel_done(self) -> None:
+        """The bound channel fired CHANNEL_HANGUP_COMPLETE: after the events queued so far,
+        send the linger notice (lingering) or the disconnect notice and close."""
+        if self.closed:
+            self.released.set()
+            return
+        self.enqueue_later(self._after_hangup)
+
+    def _after_hangup(self) -> None:
+        if not self.lingering:
+            self.disconnect()
+            return
+        ch = self.sw.channel(self.session_uuid or "")
+        name = ch.name if ch is not None else ""
+        self.send(eslcodec.linger_notice(self.session_uuid or "", name, self.linger_s))
+        if self.linger_s is not None:
+            gevent.spawn_later(self.linger_s, self.disconnect)
+
+    def _session_command(self, low: str, rest: str) -> None:
+        """linger / nolinger / getvar / divert_events of a session-bound socket."""
+        ch = self.sw.channel(self.session_uuid or "")
+        if low == "linger":
+            self.lingering = True
+            secs = rest.strip()
+            self.linger_s = int(secs) if secs.isdigit() else None
+            self.reply(f"+OK will linger {secs} seconds" if secs.isdigit() else "+OK will linger")
+        elif low == "nolinger":
+            self.lingering = False
+            self.reply("+OK will not linger")
+        elif low == "getvar":
+            value = ch.variables.get(rest.strip()) if ch is not None else None
+            self.reply(value or "-ERR command not found")
+        elif low == "divert_events":
+            arg = rest.strip().lower()
+            self.reply("+OK events diverted" if arg == "on" else
+                       "+OK events not diverted" if arg == "off" else "-ERR missing value.")
+        else:                                   # resume
+            self.reply("+OK")
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.released.set()
         self.sw.remove_listener(self)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -290,8 +340,11 @@ class EslConnection:
         elif low == "sendevent":
             self.reply(f"+OK {uuidlib.uuid4()}")
         elif low in ("linger", "nolinger", "divert_events", "getvar", "resume"):
-            self.reply("-ERR not controlling a session" if low != "divert_events"
-                       else "-ERR not controlling a session.")
+            if self.session_uuid is not None:
+                self._session_command(low, rest)
+            else:
+                self.reply("-ERR not controlling a session" if low != "divert_events"
+                           else "-ERR not controlling a session.")
         else:
             self.reply("-ERR command not found")
 

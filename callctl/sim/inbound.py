@@ -73,8 +73,6 @@ class InboundConnection(EslConnection):
         low = word.lower()
         if low == "myevents":
             self._cmd_myevents(rest.split())
-        elif low in ("linger", "nolinger", "getvar", "resume") and self.session_uuid:
-            self._session_cmd(low, rest.strip())
         else:
             super().handle(cmd)
 
@@ -94,21 +92,9 @@ class InboundConnection(EslConnection):
             self.reply("-ERR invalid uuid")
             return
         self.session_uuid = self.myevents_uuid = ch.uuid
+        ch.bound.append(self)
         self.events |= MYEVENTS
         self.reply("+OK Events Enabled")
-
-    def _session_cmd(self, low: str, rest: str) -> None:
-        ch = self.sw.channel(self.session_uuid or "")
-        if low == "getvar":
-            value = ch.variables.get(rest) if ch is not None else None
-            self.reply(value or "-ERR command not found")
-        elif low == "resume":
-            self.reply("+OK")
-        elif low == "nolinger":
-            self.reply("+OK will not linger")
-        else:
-            self.reply(f"+OK will linger {rest} seconds" if rest.isdigit() else "+OK will linger")
-
 
 class InboundServer:
     """gevent ``StreamServer`` accepting inbound ESL clients; one greenlet per client."""

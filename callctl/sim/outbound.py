@@ -32,7 +32,6 @@ from gevent import socket as gsocket
 from callctl.sim import eslcodec
 from callctl.sim.eslcodec import Command
 from callctl.sim.eslconn import MYEVENTS, EslConnection
-from callctl.sim.events import Event
 
 if TYPE_CHECKING:
     from callctl.sim.channel import Channel
@@ -80,6 +79,7 @@ def run_socket_app(ch: Channel, arg: str) -> None:
         ch.set_var("socket_host", host)
         session = OutboundSession(ch, sock, (host, port), async_, full)
         ch.outbound = session
+        ch.bound.append(session)
         ch.controlled = True
         gevent.spawn(session.serve)
         gevent.wait([session.connected, session.released, ch.hungup], timeout=FIRST_PACKET_S,
@@ -106,10 +106,7 @@ class OutboundSession(EslConnection):
         self.session_uuid = ch.uuid
         self.async_ = async_
         self.full = full
-        self.lingering = False
-        self.linger_s: int | None = None
         self.connected = gevent.event.Event()
-        self.released = gevent.event.Event()
 
     def handle(self, cmd: Command) -> None:
         line = cmd.line.strip()
@@ -135,51 +132,14 @@ class OutboundSession(EslConnection):
             if rest.strip().lower() in ("plain", "json"):
                 self.fmt = rest.strip().lower()
             self.reply("+OK Events Enabled")
-        elif low == "linger":
-            self.lingering = True
-            secs = rest.strip()
-            self.linger_s = int(secs) if secs.isdigit() else None
-            self.reply(f"+OK will linger {secs} seconds" if secs.isdigit() else "+OK will linger")
-        elif low == "nolinger":
-            self.lingering = False
-            self.reply("+OK will not linger")
-        elif low == "getvar":
-            self.reply(self.ch.variables.get(rest.strip()) or "-ERR command not found")
         elif low == "resume":
             self.ch.set_var("socket_resume", "true")
             self.reply("+OK")
-        elif low == "divert_events":
-            arg = rest.strip().lower()
-            self.reply("+OK events diverted" if arg == "on" else
-                       "+OK events not diverted" if arg == "off" else "-ERR missing value.")
         else:
             super().handle(cmd)
-
-    def deliver(self, ev: Event) -> None:
-        if ev.name == "CHANNEL_DESTROY":
-            return
-        super().deliver(ev)
-
-    def channel_done(self) -> None:
-        """The channel fired CHANNEL_HANGUP_COMPLETE: after the events queued so far, send
-        the linger notice (lingering) or the disconnect notice and close."""
-        if self.closed:
-            self.released.set()
-            return
-        self.enqueue_later(self._after_hangup)
-
-    def _after_hangup(self) -> None:
-        if not self.lingering:
-            self.disconnect()
-            return
-        self.send(eslcodec.linger_notice(self.ch.uuid, self.ch.name, self.linger_s))
-        if self.linger_s is not None:
-            gevent.spawn_later(self.linger_s, self.disconnect)
 
     def close(self) -> None:
         first = not self.closed
         super().close()
-        if first:
-            self.released.set()
-            if self.ch.is_up():
-                self.ch.release_control()
+        if first and self.ch.is_up():
+            self.ch.release_control()

@@ -145,8 +145,8 @@ class Switch:
             self._server.stop()
         for ch in list(self._channels.values()):
             ch.hangup("MANAGER_REQUEST")
-            if ch.outbound is not None:
-                ch.outbound.close()
+            for conn in list(ch.bound):
+                conn.close()
         gevent.wait([ch.destroyed for ch in self._channels.values()], timeout=5.0)
         for lst in list(self._listeners):
             lst.close()

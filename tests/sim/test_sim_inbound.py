@@ -239,3 +239,24 @@ def test_originate_and_transfer(switch: Switch) -> None:
     assert ch.is_up() and ch.profile["Destination-Number"] == "6000"
     assert ch.event_names.count("CHANNEL_PARK") == 2
     assert api.execute(switch, "uuid_transfer", "nope 1") == "-ERR No such channel!\n"
+
+
+def test_inbound_session_bound_socket_disconnects_or_lingers(switch: Switch) -> None:
+    a = switch.place_call("park")
+    b = switch.place_call("park")
+    assert a.wait_answered(5) and b.wait_answered(5)
+    plain = client(switch, f"myevents {a.uuid}")
+    lingering = client(switch, f"myevents {b.uuid}", "linger")
+    a.hangup()
+    assert plain.wait_eof()
+    last = plain.frames[-1]
+    assert dict(last.headers)["Controlled-Session-UUID"] == a.uuid
+    assert dict(last.headers)["Content-Disposition"] == "disconnect"
+    assert plain.frames[-2].name == "CHANNEL_HANGUP_COMPLETE"
+    assert a.wait_hangup(5) == "NORMAL_CLEARING"
+    b.hangup()
+    lingering.wait_for(lambda f: dict(f.headers).get("Content-Disposition") == "linger")
+    assert b.wait_hangup(0.2) is None            # held by the lingering socket
+    assert reply(lingering, "exit") == "+OK bye"
+    assert b.wait_hangup(5) == "NORMAL_CLEARING"
+    assert all(f.name != "CHANNEL_DESTROY" for f in plain.frames + lingering.frames)
