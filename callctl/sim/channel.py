@@ -7,7 +7,8 @@ while parked takes *private messages* (sendmsg execute/hangup, uuid_broadcast) f
 bounded inbox, one at a time. Other greenlets (ESL connections, the caller's script) only put
 messages in the inbox or call ``hangup``; hangup fires CHANNEL_HANGUP at once, then the owner
 greenlet unwinds (CHANNEL_UNPARK, CHANNEL_EXECUTE_COMPLETE) and reports (CHANNEL_STATE,
-CHANNEL_CALLSTATE, CHANNEL_HANGUP_COMPLETE), waits for a lingering outbound socket to let go,
+CHANNEL_CALLSTATE, CHANNEL_HANGUP_COMPLETE), waits for session-bound sockets (outbound, or
+inbound after ``myevents <uuid>``) to let go — a lingering one holds it until ``exit`` —
 and is destroyed (CHANNEL_DESTROY).
 
 Simplification (documented gap): a second queued ``execute`` without ``event-lock`` runs after
