@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base = {"esl_host": None, "esl_port": None, "esl_password": None}
+    base: dict[str, object] = {"esl_host": None, "esl_port": None, "esl_password": None}
     base.update(kw)
     return argparse.Namespace(**base)
 

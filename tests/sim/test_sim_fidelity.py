@@ -328,7 +328,7 @@ def _outbound_scenario(switch_factory: type[Switch], fixtures_dir: Path, raw_nam
     finished = gevent.event.Event()
 
     def handle(sock: object, addr: object) -> None:
-        cli = EslClient("", 0, sock=sock)  # type: ignore[arg-type]
+        cli = EslClient("", 0, sock=sock)
         result["cli"] = cli
         uuid = ""
         for data, before in sends_with_frames_before(raw):

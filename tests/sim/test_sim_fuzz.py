@@ -38,7 +38,7 @@ def test_parser_only_parses_or_raises_its_own_error(parts: list[bytes], chunk: i
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["api", "bgapi", "sendmsg", "event", "filter"]),
-                          st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                          st.text(alphabet=st.characters(blacklist_categories=["Cs"],
                                                         blacklist_characters="\r\n"),
                                   max_size=20)), min_size=1, max_size=5))
 def test_parser_roundtrip_of_wellformed_commands(cmds: list[tuple[str, str]]) -> None:
