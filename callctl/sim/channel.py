@@ -221,6 +221,8 @@ class Channel:
         self.state_number = STATE_NUMBERS["CS_HANGUP"]
         self.answer_state = "hangup"
         if disposition == "recv_bye":
+            for k, v in chanvars.bye_dialog_variables(self.variables, self.did):
+                self.set_var(k, v)
             self.set_var("sip_term_status", "200")
             self.set_var("proto_specific_hangup_cause", "sip:200")
             self.set_var("sip_term_cause", str(HANGUP_CAUSES[cause]))
@@ -356,13 +358,15 @@ class Channel:
             self.log.warning("sim.invalid_application", app=app)
             return False
         app_uuid = app_uuid or str(uuidlib.uuid4())
-        self.set_var("current_application_data", arg)
+        # switch_core_session_exec: app, data, CHANNEL_EXECUTE, then app set once more
         self.set_var("current_application", app)
+        self.set_var("current_application_data", arg)
         self.current_app, self.current_app_data = app, arg
         info: list[Header] = [("Application", app)]
         if arg:
             info.append(("Application-Data", arg))
         self._fire("CHANNEL_EXECUTE", after=[*info, ("Application-UUID", app_uuid)])
+        self.set_var("current_application", app)
         outer, self.executing = self.executing, app
         try:
             fn(self, arg, broadcast)
@@ -390,11 +394,13 @@ class Channel:
     def process(self, msg: PrivateMessage) -> None:
         """Run one private message, then fire PRIVATE_COMMAND (sendmsg headers first)."""
         if msg.command == "execute":
+            self.set_var("current_loop", "1")
             self.set_var("total_loops", str(msg.loops))
             for i in range(max(1, msg.loops)):
                 if not self.is_up():
                     break
-                self.set_var("current_loop", str(i + 1))
+                if i:
+                    self.set_var("current_loop", str(i + 1))
                 self.execute(msg.app, msg.arg, msg.event_uuid, msg.broadcast)
             self.set_var("current_loop", None)
             self.set_var("total_loops", None)

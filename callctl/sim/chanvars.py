@@ -93,6 +93,18 @@ def answer_variables(pt: int) -> Pairs:
             ("remote_media_ip", "127.0.0.1"), ("remote_media_port", "16600")]
 
 
+def bye_dialog_variables(current: dict[str, str], did: str) -> Pairs:
+    """Dialog variables sofia sets again when the caller's BYE arrives (they move to the end
+    of the variable list, before ``sip_term_status``)."""
+    to_tag = current.get("sip_to_tag") or f"sim{random.randrange(10**9)}"
+    return [("sip_to_tag", to_tag), ("sip_from_tag", current.get("sip_from_tag", "")),
+            ("sip_cseq", "2"), ("sip_call_id", current.get("sip_call_id", "")),
+            ("sip_full_via", current.get("sip_full_via", "")),
+            ("sip_from_display", current.get("sip_from_display", "")),
+            ("sip_full_from", current.get("sip_full_from", "")),
+            ("sip_full_to", f"<sip:{did}@127.0.0.1:5080>;tag={to_tag}")]
+
+
 def cdr_variables(cause: str, start: int, ans: int, end_us: int, last_app: str, last_arg: str,
                   caller_id: str, rate: int) -> Pairs:
     """CDR variables set in CS_REPORTING (times in µs since the epoch; ``ans`` 0 = never)."""
