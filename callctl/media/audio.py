@@ -2,12 +2,12 @@
 
 How this works: the fork WebSocket server turns what mod_audio_fork sends into small frozen
 events (``ForkConnected``, ``AudioFrame``, ``ForkText``, ``ForkDrained``, ``ForkClosed``) and
-puts them in the call's ``Inbox``. The inbox has two lanes: control events (never dropped,
-bounded by ``max_control``; an overflowing control lane drops the oldest *audio* first and,
-if still full, the event is refused with ``InboxFull``) and audio frames (bounded by
-``max_frames``; overflow drops the oldest frame and counts ``audio_frames_dropped``).
-``put_*`` never blocks, so the hub (the socket greenlet) is never held up by a slow consumer.
-``get(timeout)`` returns control events before audio.
+puts them in the call's ``Inbox``, in stream order: a ``ForkClosed`` comes after the audio
+that preceded it, so the last words of a turn are heard before the fork's end is. Audio frames
+are bounded by ``max_frames``; overflow drops the oldest *frame* (never a control event) and
+counts ``audio_frames_dropped``. Control events are never dropped and bounded by
+``max_control`` (past it ``InboxFull``: the consumer is stuck). ``put_*`` never blocks, so
+the hub (the socket greenlet) is never held up by a slow consumer.
 
 ``PcmDecoder`` turns raw L16 little-endian bytes (mono or interleaved stereo, any message
 size, odd byte counts carried over to the next message) into mono int16 samples at the
@@ -116,13 +116,13 @@ class InboxFull(RuntimeError):
 
 
 class Inbox:
-    """Bounded two-lane inbox for one call. Producers never block; one consumer reads."""
+    """Bounded, stream-ordered inbox for one call. Producers never block; one consumer."""
 
     def __init__(self, max_frames: int, metrics: Metrics, max_control: int = 64) -> None:
         if max_frames < 1 or max_control < 1:
             raise ValueError("inbox bounds must be >= 1")
-        self._audio: collections.deque[AudioFrame] = collections.deque()
-        self._control: collections.deque[ControlEvent] = collections.deque()
+        self._items: collections.deque[InboxItem] = collections.deque()
+        self._frames = 0
         self._max_frames = max_frames
         self._max_control = max_control
         self._metrics = metrics
@@ -130,34 +130,41 @@ class Inbox:
         self.dropped = 0
 
     def put_audio(self, frame: AudioFrame) -> None:
-        """Queue a frame; when full, drop the oldest frame (counted)."""
-        if len(self._audio) >= self._max_frames:
-            self._audio.popleft()
+        """Queue a frame; when ``max_frames`` are queued, drop the oldest frame (counted)."""
+        if self._frames >= self._max_frames:
+            for i, item in enumerate(self._items):
+                if isinstance(item, AudioFrame):
+                    del self._items[i]
+                    break
+            self._frames -= 1
             self.dropped += 1
             self._metrics.audio_frames_dropped.inc()
-        self._audio.append(frame)
+        self._items.append(frame)
+        self._frames += 1
         self._ready.set()
 
     def put_control(self, event: ControlEvent) -> None:
-        """Queue a control event (never dropped); raises ``InboxFull`` past the bound."""
-        if len(self._control) >= self._max_control:
-            raise InboxFull(f"control lane full ({self._max_control}); consumer stuck?")
-        self._control.append(event)
+        """Queue a control event after the audio before it (never dropped); raises
+        ``InboxFull`` when ``max_control`` control events are already waiting."""
+        if len(self._items) - self._frames >= self._max_control:
+            raise InboxFull(f"control events full ({self._max_control}); consumer stuck?")
+        self._items.append(event)
         self._ready.set()
 
     def get(self, timeout: float) -> InboxItem | None:
-        """Next item, control first; ``None`` after ``timeout`` seconds with nothing."""
-        if not self._control and not self._audio:
+        """The next item in stream order; ``None`` after ``timeout`` seconds with nothing."""
+        if not self._items:
             self._ready.clear()
             self._ready.wait(timeout)
-        if self._control:
-            return self._control.popleft()
-        if self._audio:
-            return self._audio.popleft()
-        return None
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if isinstance(item, AudioFrame):
+            self._frames -= 1
+        return item
 
     def __len__(self) -> int:
-        return len(self._audio) + len(self._control)
+        return len(self._items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,8 +54,10 @@ from callctl.turns import (
 
 Emit = Callable[[Any], None]
 
-#: Arrival jitter tolerated before a gap in the audio counts as silence (2 frames).
-STALL_GRACE_S = 0.04
+#: A gap in arriving audio longer than this counts as silence (the fork stopped sending, e.g.
+#: paused). Shorter gaps are arrival jitter or our own late reads under load, which must not
+#: end a turn: the audio that follows them says whether the caller was silent.
+STALL_GRACE_S = 0.5
 
 
 class Phase(enum.Enum):

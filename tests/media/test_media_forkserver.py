@@ -21,6 +21,7 @@ from callctl.media.audio import (
     ForkDrained,
     ForkText,
     Inbox,
+    InboxFull,
     InboxItem,
 )
 from callctl.media.forkserver import ForkRequestError, ForkServer, parse_fork_target
@@ -297,11 +298,18 @@ def test_inbox_drops_oldest_audio_and_counts(metrics: Metrics) -> None:
     for i in range(5):
         inbox.put_audio(AudioFrame(np.full(160, i, dtype=np.int16), 8000, float(i)))
     inbox.put_control(ForkDrained(9.0))
-    assert isinstance(inbox.get(0), ForkDrained)  # control first
-    assert [int(f.samples[0]) for f in (inbox.get(0), inbox.get(0), inbox.get(0))
-            if isinstance(f, AudioFrame)] == [2, 3, 4]
-    assert inbox.dropped == 2
-    assert value(metrics, "callctl_audio_frames_dropped_total") == 2
+    inbox.put_audio(AudioFrame(np.full(160, 5, dtype=np.int16), 8000, 10.0))
+    # stream order; the overflow dropped the oldest frames, never the control event
+    got = [inbox.get(0) for _ in range(4)]
+    assert [int(f.samples[0]) if isinstance(f, AudioFrame) else type(f).__name__
+            for f in got] == [3, 4, "ForkDrained", 5]
+    assert inbox.get(0) is None and len(inbox) == 0
+    assert inbox.dropped == 3
+    assert value(metrics, "callctl_audio_frames_dropped_total") == 3
+    for i in range(64):
+        inbox.put_control(ForkText(str(i), 0.0))
+    with pytest.raises(InboxFull):
+        inbox.put_control(ForkText("one too many", 0.0))
 
 
 # ---------------------------------------------------------------------------------------------
