@@ -115,6 +115,9 @@ class Daemon:
         self.log = get_logger(component="daemon")
         self.commands: gevent.queue.Queue[str] = gevent.queue.Queue(16)
         self.server = OutboundServer(cfg, metrics, conversation_factory=conversation_factory)
+        # A factory with a lifecycle (``callctl.conversation.Voice``): started before READY.
+        self.voice: Any = conversation_factory if hasattr(conversation_factory, "start") \
+            else None
         self.registry = self.server.registry
         self.control = ControlConnection(cfg.esl, metrics, on_event=self._control_event)
         self.checks: dict[str, Callable[[], bool]] = {}
@@ -133,7 +136,11 @@ class Daemon:
     # -- wiring ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the listeners and start the control connection (returns at once)."""
+        """Bind the listeners and start the control connection; load the voice engines."""
+        if self.voice is not None:
+            self.notify.send("STATUS=starting: loading speech models")
+            self.voice.start()
+            self.add_ready_check("voice", self.voice.ready)
         self.server.start()
         self.control.start()
         if self._want_http:
@@ -277,6 +284,8 @@ class Daemon:
             self._watchdog.kill(block=False)
         self.control.stop()
         self.server.stop()
+        if self.voice is not None:
+            self.voice.close()
         if self.http is not None:
             self.http.stop(timeout=1)
 
@@ -292,14 +301,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
 
 
-def _conversation_factory(cfg: Config, metrics: Metrics) -> ConversationFactory | None:
-    """The dialog loop, if installed: ``callctl.conversation.make_factory(cfg, metrics)``."""
+def _conversation_factory(cfg: Config, metrics: Metrics,
+                          config_path: str | None = None) -> ConversationFactory | None:
+    """The dialog loop, if installed: ``callctl.conversation.make_factory(cfg, metrics, …)``."""
     try:
         mod = importlib.import_module("callctl.conversation")
     except ImportError:
         return None
     make = getattr(mod, "make_factory", None)
-    return make(cfg, metrics) if make is not None else None
+    return make(cfg, metrics, config_path) if make is not None else None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -311,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
     path = args.config if args.config else (
         str(config_mod.DEFAULT_PATH) if Path(config_mod.DEFAULT_PATH).exists() else None)
     daemon = Daemon(cfg, metrics, config_path=path,
-                    conversation_factory=_conversation_factory(cfg, metrics))
+                    conversation_factory=_conversation_factory(cfg, metrics, path))
     daemon.install_signals()
     try:
         return daemon.run()

@@ -1,0 +1,93 @@
+"""The whole product on one call: emulated FreeSWITCH → daemon (outbound ESL) → mod_audio_fork
+→ VAD/ASR (real Whisper) → endpointing → front-desk flow → TTS (real espeak/Piper) → playback
+→ what the emulated caller heard. Real sockets, real Redis, real engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+from prometheus_client import CollectorRegistry
+
+from callctl import config
+from callctl.conversation import Voice
+from callctl.daemon import Daemon
+from callctl.metrics import Metrics
+from callctl.sim import callers
+from callctl.sim.switch import Switch, SwitchConfig
+from callctl.store import open_store
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "callctl" / "examples"
+DID = "+15551230000"
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, redis_url: str, asr: Any, tts: str = "espeak") -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        self.dialplan: dict[str, str] = {}
+        self.sw = Switch(SwitchConfig(esl_port=0, dialplan=self.dialplan))
+        self.sw.start()
+        c = config
+        self.cfg = c.Config(
+            esl=c.EslConfig(listen_port=0, port=self.sw.esl_port, command_timeout_s=3.0,
+                            linger_s=5),
+            media=c.MediaConfig(listen_port=0),
+            metrics=c.MetricsConfig(listen_port=0),
+            tts=c.TtsConfig(engine=tts, cache_dir=str(tmp_path / "cache")),
+            playback=c.PlaybackConfig(dir=str(tmp_path / "playback")),
+            dialog=c.DialogConfig(flows_dir=str(EXAMPLES / "flows")),
+            store=c.StoreConfig(redis_url=redis_url, namespace=f"e2e{id(self)}"),
+            routes=(c.RouteConfig(did=DID, flow="front_desk"),),
+        )
+        self.store = open_store(self.cfg.store, self.metrics)
+        self.voice = Voice(self.cfg, self.metrics, store=self.store, asr=asr)
+        self.daemon = Daemon(self.cfg, self.metrics, conversation_factory=self.voice)
+        self.daemon.start()
+        self.dialplan[DID] = f"socket 127.0.0.1:{self.daemon.server.port} async full"
+
+    def close(self) -> None:
+        self.sw.stop()
+        self.daemon.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, redis_url: str, whisper_engine: Any) -> Iterator[Rig]:
+    r = Rig(tmp_path, redis_url, whisper_engine)
+    yield r
+    r.close()
+
+
+@pytest.mark.slow
+def test_caller_asks_for_billing_and_is_transferred(rig: Rig) -> None:
+    caller = callers.Caller([
+        callers.wait_answer(),
+        callers.wait_for_bot(silence_s=0.6),
+        callers.say("I would like to talk to billing please.", voice="piper"),
+        callers.wait_for_bot(silence_s=0.6),
+        callers.pause(1.0),
+    ])
+    call = rig.sw.place_call(DID, "+15557654321", "PCMU", script=caller)
+    assert call.wait_answered(10)
+    cause = call.wait_hangup(40)
+    heard = call.heard()
+    assert len(heard) >= 2, f"expected greeting and reply, heard {heard}"
+    # the caller heard the reply after it finished speaking
+    latencies = [lat for lat in callers.turn_latencies(caller.log, heard) if lat is not None]
+    assert latencies, caller.log
+    assert cause is not None
+    with gevent.Timeout(10):                 # the daemon finishes the call, then the store
+        while len(rig.daemon.registry):
+            gevent.sleep(0.05)
+    assert rig.store.flush(5)
+    rec = rig.store.get_call(call.uuid)
+    assert rec is not None and rec.state == "ended"
+    turns = rig.store.get_turns(call.uuid)
+    assert turns and "billing" in turns[0].transcript.lower()
+    assert turns[0].latency_ms is not None and turns[0].latency_ms > 0
+    sample = rig.metrics.registry.get_sample_value
+    assert (sample("callctl_turn_latency_seconds_count", {"route": "front_desk"}) or 0) >= 1
+    assert sample("callctl_calls_total", {"route": "front_desk", "outcome": "transferred",
+                                          "cause": "TRANSFERRED"}) == 1
