@@ -250,3 +250,30 @@ def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
     committed = [e for e in events if isinstance(e, TurnCommitted)]
     assert len(committed) == 1 and committed[0].text == ""
     assert g.dead and g.exception is None  # the listener itself did not crash
+
+
+def test_whisper_engine_behind_the_listener_hears_english(
+        fork_server: ForkServer, fork_client: Callable, whisper_engine: Any) -> None:
+    url, inbox = fork_server.register(UUID)
+    events: list[Any] = []
+    rec = whisper_engine.acquire()
+    lst = Listener(inbox, rec, Vad(8000), EndpointPolicy(), events.append, lambda: Turn(0))
+    g = gevent.spawn(lst.run)
+    try:
+        c = fork_client(url)
+        c.connect()
+        c.text("{}")
+        c.stream(utterance("I'd like to talk to billing.").samples)
+        deadline = time.monotonic() + 15
+        while not any(isinstance(e, TurnCommitted) for e in events) \
+                and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+    finally:
+        lst.stop()
+        g.join(timeout=3)
+        whisper_engine.release(rec)
+        fork_server.unregister(UUID)
+    committed = [e for e in events if isinstance(e, TurnCommitted)]
+    assert len(committed) == 1
+    assert "billing" in committed[0].text.lower()
+    assert committed[0].turn.transcript == committed[0].text
