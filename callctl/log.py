@@ -84,5 +84,6 @@ def setup(cfg: LogConfig | None = None, stream: Any = None) -> None:
 
 
 def get_logger(**bind: Any) -> Any:
-    """A structlog logger with ``bind`` values attached."""
-    return structlog.get_logger("callctl").bind(**bind)
+    """A structlog logger with ``bind`` values attached. Lazy: a logger made at import time
+    still follows the configuration ``setup()`` installs later."""
+    return structlog.get_logger("callctl", **bind)
