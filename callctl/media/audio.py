@@ -99,6 +99,14 @@ class ForkClosed:
 
 
 @dataclass(frozen=True)
+class FirstAudio:
+    """Emitted by the Listener: the first audio frame after a fork (re)connected arrived at
+    ``at`` (the call timeline's "first frame")."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class AudioRateSuspect:
     """The fork's byte rate does not match the format it was asked for (once per fork)."""
 

@@ -12,7 +12,8 @@ recognizer is finalized at once and a speculative ``FinalTranscript`` is emitted
 SPEAKING again (``TurnResumed``: the speculative text becomes the prefix of the turn) or
 committed by ``EndpointPolicy`` (``TurnCommitted``; marks ``speech_end``, ``asr_final``,
 ``endpoint`` on the turn) → IDLE. A fork that closes or drains mid-turn commits the turn with
-reason ``fork_closed``/``fork_drained``. No audio for ``no_audio_timeout_s`` → ``NoAudio``.
+reason ``fork_closed``/``fork_drained``. No audio for ``no_audio_timeout_s`` → ``NoAudio``;
+the first frame after each (re)connect → ``FirstAudio``.
 Fork control events (connected, text, closed...) are passed on to ``emit`` unchanged.
 
 ``emit`` is called on the listener's greenlet and must not block for long (the session
@@ -35,6 +36,7 @@ from callctl.call.timeline import Turn
 from callctl.log import get_logger
 from callctl.media.audio import (
     AudioFrame,
+    FirstAudio,
     ForkClosed,
     ForkConnected,
     ForkDrained,
@@ -109,6 +111,7 @@ class Listener:
         self._armed_at: float | None = None
         self._last_audio = time.monotonic()
         self._no_audio_reported = False
+        self._first_audio_seen = False
         self._asr_ok = True
 
     # -- control from the session (any greenlet) -----------------------------------------------
@@ -159,6 +162,7 @@ class Listener:
         if isinstance(ev, ForkConnected) and ev.reconnect and self.phase is not Phase.IDLE:
             self._commit("fork_reconnected")
         if isinstance(ev, ForkConnected):
+            self._first_audio_seen = False
             self._last_audio = ev.at
             self._no_audio_reported = False
             self.vad.reset()
@@ -170,6 +174,9 @@ class Listener:
     def _audio(self, frames: list[AudioFrame]) -> None:
         if not frames:
             return
+        if not self._first_audio_seen:
+            self._first_audio_seen = True
+            self.emit(FirstAudio(frames[0].at))
         self._last_audio = frames[-1].at
         self._no_audio_reported = False
         to_decode: list[AudioFrame] = []

@@ -14,7 +14,7 @@ import pytest
 from callctl.asr.base import FinalTranscript, PartialTranscript
 from callctl.asr.vosk import VoskEngine
 from callctl.call.timeline import Turn
-from callctl.media.audio import ForkClosed, ForkConnected
+from callctl.media.audio import FirstAudio, ForkClosed, ForkConnected
 from callctl.media.forkserver import ForkServer
 from callctl.media.listener import Listener
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
@@ -99,6 +99,8 @@ def test_realtime_two_turns_partials_finals_and_endpoints(
     h.wait_for(ForkClosed)
 
     assert len(h.of(ForkConnected)) == 1
+    first = h.of(FirstAudio)
+    assert len(first) == 1 and first[0].at <= starts[0] + 0.1
     started = h.of(SpeechStarted)
     assert len(started) == 2
     assert len(h.of(SpeechEnded)) == 2
