@@ -236,7 +236,7 @@ def summary(running: list[tuple[Scenario, SimCall, Caller]], store: Any, out: Te
               f"turn latency (ms, caller side): {lat_text}", file=out)
     s = summarize(latencies)
     if s.n:
-        print(f"  turn latency over all calls: p50 {s.p50 * 1000:.0f} ms, "
+        print(f"  turn latency over all calls: p50 {(s.p50 or 0) * 1000:.0f} ms, "
               f"p95 {(s.p95 or 0) * 1000:.0f} ms, n={s.n}", file=out)
     print("  result: " + ("every call ended as its script expected" if ok_all
                           else "some calls did not end as expected"), file=out, flush=True)

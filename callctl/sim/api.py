@@ -12,7 +12,7 @@ import json
 import time
 import wave
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from callctl.sim.channel import Channel, PrivateMessage
 from callctl.sim.events import HANGUP_CAUSES
@@ -22,19 +22,6 @@ if TYPE_CHECKING:
 
 VERSION_TEXT = "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"
 NO_CHANNEL = "-ERR No such channel!\n"
-FORK_USAGE = ("-USAGE: <uuid> [start | stop | send_text | pause | resume | graceful-shutdown | "
-              "stop_play ] [wss-url | path] [mono | mixed | stereo] [8000 | 16000 | 24000 | "
-              "32000 | 64000] [bugname] [metadata] [bidirectionalAudio_enabled] "
-              "[bidirectionalAudio_stream_enabled] [bidirectionalAudio_stream_samplerate]\n")
-COLUMNS = ("uuid", "direction", "created", "created_epoch", "name", "state", "cid_name",
-           "cid_num", "ip_addr", "dest", "application", "application_data", "dialplan",
-           "context", "read_codec", "read_rate", "read_bit_rate", "write_codec", "write_rate",
-           "write_bit_rate", "secure", "hostname", "presence_id", "presence_data",
-           "accountcode", "callstate", "callee_name", "callee_num", "callee_direction",
-           "call_uuid", "sent_callee_name", "sent_callee_num", "initial_cid_name",
-           "initial_cid_num", "initial_ip_addr", "initial_dest", "initial_dialplan",
-           "initial_context")
-
 
 def split_args(text: str) -> list[str]:
     """``switch_separate_string`` on blanks: single quotes group and are removed."""
@@ -294,15 +281,17 @@ def finish_recording(ch: Channel, path: str) -> bool:
 
 
 def _uuid_audio_fork(sw: Switch, arg: str) -> str:
-    argv = arg.split(" ")
-    argv = [a for a in argv if a]
-    if len(argv) < 2:
-        ch = _chan(sw, argv)
-        return ch.media.fork_api(argv[1:]) if ch is not None else FORK_USAGE
-    ch = _chan(sw, argv)
-    if ch is None or not ch.is_up():
-        return "-ERR Operation Failed\n"
-    return ch.media.fork_api(argv[1:])
+    """Delegates to the module emulation with FreeSWITCH's tokenizer (quotes, ``^^|``)."""
+    from callctl.sim import audiofork
+
+    def lookup(uuid: str) -> Any:
+        ch = sw.channel(uuid)
+        return ch.media if ch is not None and ch.is_up() else None
+
+    first = audiofork.tokenize(arg, 2)[:1] if arg.strip() else []
+    ch = sw.channel(first[0]) if first else None
+    variant = getattr(getattr(ch.media, "forks", None), "variant", "jambonz") if ch else "jambonz"
+    return audiofork.uuid_audio_fork(arg, lookup, variant)
 
 
 COMMANDS: dict[str, Callable[[Switch, str], str]] = {
