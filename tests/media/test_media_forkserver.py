@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 
@@ -363,3 +364,52 @@ def test_from_config_and_register_validation(metrics: Metrics) -> None:
             server.register(UUID, mix="quad")
     finally:
         server.stop()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200) | st.dictionaries(
+    st.sampled_from(["sampleRate", "mix", "uuid", "x"]),
+    st.integers() | st.text(max_size=10) | st.none() | st.booleans(), max_size=4
+).map(json.dumps))
+def test_fuzz_parse_metadata(text: str) -> None:
+    from callctl.media.audio import AudioFormatError, MetadataError, parse_metadata
+
+    try:
+        meta = parse_metadata(text)
+    except (MetadataError, AudioFormatError):
+        return
+    assert isinstance(meta, dict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=12),
+       st.sampled_from([1, 2]))
+def test_fuzz_pcm_decoder_chunking(data: bytes, cuts: list[int], channels: int) -> None:
+    from callctl.media.audio import PcmDecoder
+
+    dec = PcmDecoder(8000, channels, 8000)
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    out = [dec.decode(data[a:b]) for a, b in itertools.pairwise(bounds)]
+    got = np.concatenate(out) if out else np.zeros(0, np.int16)
+    whole = np.frombuffer(data[:len(data) - len(data) % (2 * channels)], dtype="<i2")
+    assert np.array_equal(got, whole[0::channels])
+
+
+def test_garbage_after_handshake_ends_only_that_connection(
+        fork_server: ForkServer, fork_client: Callable, metrics: Metrics) -> None:
+    url, inbox = fork_server.register(UUID)
+    c = fork_client(url)
+    c.connect()
+    c.text("{}")
+    c.sock.sendall(bytes(range(256)) * 4)  # unmasked, reserved opcodes...: not RFC 6455
+    events = c.read_events()
+    assert isinstance(events[-1], CloseConnection) and events[-1].code in (1002, 1007, 1009)
+    assert value(metrics, "callctl_protocol_errors_total", source="fork",
+                 kind="ws_protocol") == 1
+    # the server and the call's registration live on: the fork can come back
+    again = fork_client(url)
+    assert isinstance(again.connect(), AcceptConnection)
+    again.text("{}")
+    again.close()
+    connected = [i for i in drain(inbox) if isinstance(i, ForkConnected)]
+    assert [x.reconnect for x in connected] == [False, True]
