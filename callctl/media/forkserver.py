@@ -16,8 +16,9 @@ A second connection for the same call replaces the first (mod_audio_fork reconne
 stop/start). ``send_text``/``send_binary`` write server messages (killAudio, JSON, jambonz
 bidirectional audio) to the call's live fork.
 
-One greenlet per connection reads the socket; writes from other greenlets are serialised by
-a per-connection lock. Every read has a timeout.
+One greenlet per connection (at most ``max_connections``) reads the socket; writes from other
+greenlets are serialised by a per-connection lock. Every read has a timeout, and a peer that
+ignores our Close frame is cut off after 2 s.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.lock
+import gevent.pool
 import gevent.socket
 from gevent.server import StreamServer
 from wsproto import ConnectionType, WSConnection
@@ -160,9 +162,18 @@ class _Conn:
                 self.closed = True
                 return False
 
-    def close(self, code: int, reason: str = "") -> None:
+    def close(self, code: int, reason: str = "", linger_s: float = 2.0) -> None:
+        """Send Close; if the peer has not closed within ``linger_s``, cut the socket so the
+        reading greenlet ends (a peer that ignores our Close cannot hold it)."""
         self.send(CloseConnection(code=code, reason=reason))
         self.closed = True
+        gevent.spawn_later(linger_s, self._abort)
+
+    def _abort(self) -> None:
+        try:
+            self.sock.shutdown(gevent.socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
 
 class ForkServer:
@@ -180,6 +191,7 @@ class ForkServer:
         handshake_timeout_s: float = 10.0,
         idle_timeout_s: float = 30.0,
         rate_check: bool = True,
+        max_connections: int = 1000,
     ) -> None:
         self.metrics = metrics
         self.public_url = public_url.rstrip("/")
@@ -190,7 +202,8 @@ class ForkServer:
         self.idle_timeout_s = idle_timeout_s
         self.rate_check = rate_check
         self._calls: dict[str, _Call] = {}
-        self._server = StreamServer((host, port), self._handle)
+        self._server = StreamServer((host, port), self._handle,
+                                    spawn=gevent.pool.Pool(max_connections))
         self.log = get_logger().bind(component="forkserver")
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable
 
 import gevent
@@ -413,3 +414,17 @@ def test_garbage_after_handshake_ends_only_that_connection(
     again.close()
     connected = [i for i in drain(inbox) if isinstance(i, ForkConnected)]
     assert [x.reconnect for x in connected] == [False, True]
+
+
+def test_peer_that_ignores_our_close_is_cut_off(fork_server: ForkServer,
+                                                fork_client: Callable) -> None:
+    url, _inbox = fork_server.register(UUID)
+    c = fork_client(url)
+    c.connect()
+    c.text("{}")
+    fork_server.unregister(UUID)  # server sends Close 1000; this peer never answers
+    start = time.monotonic()
+    c.sock.settimeout(5)
+    while c.sock.recv(4096):
+        pass
+    assert time.monotonic() - start < 4.5  # EOF: the server dropped the connection
