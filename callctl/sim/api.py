@@ -22,6 +22,15 @@ if TYPE_CHECKING:
 
 VERSION_TEXT = "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"
 NO_CHANNEL = "-ERR No such channel!\n"
+COLUMNS = ("uuid", "direction", "created", "created_epoch", "name", "state", "cid_name",
+           "cid_num", "ip_addr", "dest", "application", "application_data", "dialplan",
+           "context", "read_codec", "read_rate", "read_bit_rate", "write_codec", "write_rate",
+           "write_bit_rate", "secure", "hostname", "presence_id", "presence_data",
+           "accountcode", "callstate", "callee_name", "callee_num", "callee_direction",
+           "call_uuid", "sent_callee_name", "sent_callee_num", "initial_cid_name",
+           "initial_cid_num", "initial_ip_addr", "initial_dest", "initial_dialplan",
+           "initial_context")
+
 
 def split_args(text: str) -> list[str]:
     """``switch_separate_string`` on blanks: single quotes group and are removed."""
