@@ -174,6 +174,10 @@ class Listener:
     def _audio(self, frames: list[AudioFrame]) -> None:
         if not frames:
             return
+        if frames[0].rate != self.vad.rate or frames[0].rate != self.recognizer.sample_rate:
+            raise ValueError(f"audio at {frames[0].rate} Hz but VAD at {self.vad.rate} Hz and "
+                             f"recognizer at {self.recognizer.sample_rate} Hz: media."
+                             "sample_rate must match what the listener was built for")
         if not self._first_audio_seen:
             self._first_audio_seen = True
             self.emit(FirstAudio(frames[0].at))

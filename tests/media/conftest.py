@@ -93,9 +93,11 @@ class ForkClient:
 
 
 @pytest.fixture
-def fork_server(metrics: Metrics) -> Iterator[ForkServer]:
-    """A ForkServer on an ephemeral loopback port."""
-    server = ForkServer(metrics, port=0, inbox_frames=2000, handshake_timeout_s=2.0)
+def fork_server(metrics: Metrics, request: pytest.FixtureRequest) -> Iterator[ForkServer]:
+    """A ForkServer on an ephemeral loopback port (pipeline rate: indirect param, 8000)."""
+    rate = getattr(request, "param", 8000)
+    server = ForkServer(metrics, port=0, sample_rate=rate, inbox_frames=2000,
+                        handshake_timeout_s=2.0)
     server.start()
     host, port = server.address
     server.public_url = f"ws://{host}:{port}"

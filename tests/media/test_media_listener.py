@@ -279,3 +279,59 @@ def test_whisper_engine_behind_the_listener_hears_english(
     assert len(committed) == 1
     assert "billing" in committed[0].text.lower()
     assert committed[0].turn.transcript == committed[0].text
+
+
+
+@pytest.mark.parametrize("fork_server", [16000], indirect=True)
+def test_16k_pipeline(fork_server: ForkServer, fork_client: Callable,
+                      vosk_engine: VoskEngine) -> None:
+    """media.sample_rate = 16000: the fork sends 16 kHz, VAD and Vosk run at 16 kHz."""
+    import soxr
+
+    from callctl.asr.vosk import VoskRecognizer
+
+    url, inbox = fork_server.register(UUID)
+    events: list[Any] = []
+    lst = Listener(inbox, VoskRecognizer(vosk_engine.model, 16000), Vad(16000),
+                   EndpointPolicy(), events.append, lambda: Turn(0))
+    g = gevent.spawn(lst.run)
+    try:
+        c = fork_client(url)
+        c.connect()
+        c.text("{}")
+        u = utterance("Can I speak to an agent?")
+        c.stream(soxr.resample(u.samples, 8000, 16000).astype(np.int16), frame_bytes=640)
+        deadline = time.monotonic() + 15
+        while not any(isinstance(e, TurnCommitted) for e in events) \
+                and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+    finally:
+        lst.stop()
+        g.join(timeout=3)
+        fork_server.unregister(UUID)
+    committed = [e for e in events if isinstance(e, TurnCommitted)]
+    assert len(committed) == 1 and committed[0].text
+    assert any(isinstance(e, PartialTranscript) for e in events)
+
+
+def test_rate_mismatch_is_a_clear_failure(fork_server: ForkServer, fork_client: Callable,
+                                          vosk_engine: VoskEngine) -> None:
+    from callctl.turns import AsrFailed
+
+    url, inbox = fork_server.register(UUID)
+    events: list[Any] = []
+    rec = vosk_engine.acquire()
+    lst = Listener(inbox, rec, Vad(16000), EndpointPolicy(), events.append, lambda: Turn(0))
+    g = gevent.spawn(lst.run)
+    try:
+        c = fork_client(url)
+        c.connect()
+        c.text("{}")
+        c.stream(np.zeros(1600, dtype=np.int16))
+        g.join(timeout=3)
+    finally:
+        lst.stop()
+        vosk_engine.release(rec)
+        fork_server.unregister(UUID)
+    failed = [e for e in events if isinstance(e, AsrFailed)]
+    assert len(failed) == 1 and "8000 Hz but VAD at 16000 Hz" in failed[0].error
