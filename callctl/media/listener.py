@@ -23,6 +23,7 @@ puts the event in its own inbox).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from callctl.media.audio import (
     Inbox,
 )
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
+from callctl.metrics import Metrics
 from callctl.turns import (
     Action,
     AsrFailed,
@@ -83,6 +85,7 @@ class Listener:
         no_audio_timeout_s: float = 5.0,
         decode_timeout_s: float = 30.0,
         call_uuid: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inbox = inbox
         self.recognizer = recognizer
@@ -93,6 +96,7 @@ class Listener:
         self.padding_s = padding_ms / 1000
         self.no_audio_timeout_s = no_audio_timeout_s
         self.decode_timeout_s = decode_timeout_s
+        self.metrics = metrics
         self.log = get_logger(call_uuid=call_uuid).bind(component="listener")
         self.phase = Phase.IDLE
         self.turn: Turn | None = None
@@ -107,6 +111,9 @@ class Listener:
         self._speech_start = 0.0
         self._speech_end = 0.0
         self._audio_t = 0.0                  # seconds of audio heard (the stream's own clock)
+        self._turn_t0 = 0.0                  # audio time where this turn's decoding started
+        self._seg_t0 = 0.0                   # ... and where the current segment's started
+        self._seg_audio_s = 0.0              # audio decoded in the current segment
         self._speech_end_audio_t = 0.0
         self._armed_at: float | None = None
         self._last_audio = time.monotonic()
@@ -188,7 +195,7 @@ class Listener:
             self._audio_t += f.duration_s
             for ev in self.vad.feed(f.samples, f.at):
                 if isinstance(ev, SpeechStarted):
-                    to_decode.extend(self._speech_started(ev))
+                    to_decode.extend(self._speech_started(ev, f))
                 else:
                     self._decode(to_decode)
                     to_decode = []
@@ -206,9 +213,10 @@ class Listener:
         while self._preroll and self._preroll_s - self._preroll[0].duration_s >= self.padding_s:
             self._preroll_s -= self._preroll.popleft().duration_s
 
-    def _speech_started(self, ev: SpeechStarted) -> list[AudioFrame]:
+    def _speech_started(self, ev: SpeechStarted, current: AudioFrame) -> list[AudioFrame]:
         """Returns the pre-roll to decode before the current frame."""
         self.emit(ev)
+        seg_t0 = self._audio_t - current.duration_s - self._preroll_s
         if self.phase is Phase.PAUSED:
             discarded = self._speculative.text if self._speculative else ""
             if self._speculative is not None and self._speculative.text:
@@ -221,6 +229,8 @@ class Listener:
             self.turn.mark("speech_start", ev.at)
             self._speech_start = ev.at
             self._armed_at = None
+            self._turn_t0 = seg_t0
+        self._seg_t0 = seg_t0
         self.phase = Phase.SPEAKING
         pre = list(self._preroll)
         self._preroll.clear()
@@ -248,6 +258,8 @@ class Listener:
                 timeout=self.decode_timeout_s)
         except (Exception, gevent.Timeout) as e:  # engine error or hung: this call loses ASR
             self._asr_ok = False
+            if self.metrics is not None:
+                self.metrics.engine_failures.labels(engine=self.recognizer.engine).inc()
             self.log.error("recognizer failed", error=repr(e))
             self.emit(AsrFailed(repr(e), time.monotonic()))
             return None
@@ -256,14 +268,28 @@ class Listener:
         if not frames:
             return
         pcm = np.concatenate([f.samples for f in frames]).astype("<i2").tobytes()
+        self._seg_audio_s += sum(f.duration_s for f in frames)
         partial = self._run(self.recognizer.accept, pcm)
         if partial is not None:
             self._partial = partial
             self.emit(PartialTranscript(self._text(partial), time.monotonic()))
 
     def _final(self) -> Recognition | None:
+        """Finalize the current segment; word times are shifted to count from the turn's
+        first decoded sample (segments after a ``TurnResumed`` line up with the first)."""
         rec: Recognition | None = self._run(self.recognizer.final)
         self._partial = ""
+        audio_s, self._seg_audio_s = self._seg_audio_s, 0.0
+        if rec is None:
+            return None
+        if self.metrics is not None and audio_s > 0:
+            self.metrics.asr_rtf.labels(engine=self.recognizer.engine).observe(
+                rec.decode_s / audio_s)
+        shift = self._seg_t0 - self._turn_t0
+        if shift and rec.words:
+            rec = dataclasses.replace(rec, words=tuple(
+                dataclasses.replace(w, start=w.start + shift, end=w.end + shift)
+                for w in rec.words))
         return rec
 
     def _text(self, last: str) -> str:

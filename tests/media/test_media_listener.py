@@ -59,7 +59,7 @@ def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callab
             inbox, rec, Vad(8000), policy or EndpointPolicy(),
             lambda ev: h.events.append((time.monotonic(), ev)),
             lambda: Turn(next(turns)), padding_ms=200, no_audio_timeout_s=no_audio_timeout_s,
-            call_uuid=UUID)
+            call_uuid=UUID, metrics=fork_server.metrics)
         h.greenlet = gevent.spawn(h.listener.run)
         made.append(h)
         return h
@@ -166,6 +166,13 @@ def test_caller_resumes_before_commit(harness: Callable[..., Harness],
     assert len(finals) == 2 and resumed[0].discarded_text == finals[0].text
     assert committed[0].text.startswith(finals[0].text)  # first part kept in the turn
     assert committed[0].text == finals[1].text
+    # word times of both segments count from the turn's start and stay in order
+    starts = [w.start for w in committed[0].words]
+    assert len(starts) >= 2 and starts == sorted(starts)
+    assert committed[0].words[-1].end > a.duration_s - 0.1 - 0.2  # second part is later
+    rtf = h.server.metrics.registry.get_sample_value(
+        "callctl_asr_real_time_factor_count", {"engine": "vosk"})
+    assert rtf == 2  # one observation per finalized segment
 
 
 def test_fork_stops_mid_utterance(harness: Callable[..., Harness],
