@@ -32,7 +32,14 @@ from typing import Any
 import gevent
 import numpy as np
 
-from callctl.asr.base import FinalTranscript, PartialTranscript, Recognition, Recognizer, Word
+from callctl.asr.base import (
+    Engine,
+    FinalTranscript,
+    PartialTranscript,
+    Recognition,
+    Recognizer,
+    Word,
+)
 from callctl.call.timeline import Turn
 from callctl.log import get_logger
 from callctl.media.audio import (
@@ -120,6 +127,7 @@ class Listener:
         self._no_audio_reported = False
         self._first_audio_seen = False
         self._asr_ok = True
+        self._busy = False                   # a recognizer call is running in a thread
 
     # -- control from the session (any greenlet) -----------------------------------------------
 
@@ -133,6 +141,15 @@ class Listener:
 
     def disarm_no_input(self) -> None:
         self._armed_at = None
+
+    def release(self, engine: Engine) -> bool:
+        """After ``run()`` returned: give the recognizer back to ``engine``'s pool. One that
+        failed, hung or is still decoding in a thread is dropped instead (never shared with
+        another call). Returns whether it was pooled."""
+        if self._busy or not self._asr_ok:
+            return False
+        engine.release(self.recognizer)
+        return True
 
     # -- main loop ------------------------------------------------------------------------------
 
@@ -253,9 +270,11 @@ class Listener:
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if not self._asr_ok:
             return None
+        job = gevent.get_hub().threadpool.spawn(fn, *args)
+        self._busy = True
+        job.rawlink(self._job_done)
         try:
-            return gevent.get_hub().threadpool.spawn(fn, *args).get(
-                timeout=self.decode_timeout_s)
+            return job.get(timeout=self.decode_timeout_s)
         except (Exception, gevent.Timeout) as e:  # engine error or hung: this call loses ASR
             self._asr_ok = False
             if self.metrics is not None:
@@ -263,6 +282,9 @@ class Listener:
             self.log.error("recognizer failed", error=repr(e))
             self.emit(AsrFailed(repr(e), time.monotonic()))
             return None
+
+    def _job_done(self, _job: Any) -> None:
+        self._busy = False
 
     def _decode(self, frames: list[AudioFrame]) -> None:
         if not frames:

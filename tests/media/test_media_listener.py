@@ -69,7 +69,7 @@ def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callab
         h.listener.stop()
         assert h.greenlet is not None
         h.greenlet.join(timeout=2)
-        vosk_engine.release(h.listener.recognizer)
+        assert h.listener.release(vosk_engine)  # healthy: back to the pool
         fork_server.unregister(UUID)
 
 
@@ -233,7 +233,8 @@ class HungRecognizer:
 
 
 def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
-                                                     fork_client: Callable) -> None:
+                                                     fork_client: Callable,
+                                                     vosk_engine: VoskEngine) -> None:
     from callctl.turns import AsrFailed
 
     url, inbox = fork_server.register(UUID)
@@ -259,6 +260,7 @@ def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
     committed = [e for e in events if isinstance(e, TurnCommitted)]
     assert len(committed) == 1 and committed[0].text == ""
     assert g.dead and g.exception is None  # the listener itself did not crash
+    assert lst.release(vosk_engine) is False  # a failed recognizer is never pooled
 
 
 def test_whisper_engine_behind_the_listener_hears_english(
