@@ -216,9 +216,15 @@ class CallControl:
         return None if out in ("_undef_", "") else out
 
     def audio_fork_start(self, url: str, rate: int, metadata: Any = None,
-                         mix: str = "mono", bugname: str = "callctl") -> None:
+                         mix: str = "mono", bugname: str = "callctl",
+                         bidi_rate: int | None = None) -> None:
         """``uuid_audio_fork <uuid> start <url> <mix> <8k|16k> <bugname> '<json>'``: always
-        with a bugname and single-quoted compact JSON (PROTOCOL.md §5.2)."""
+        with a bugname and single-quoted compact JSON (PROTOCOL.md §5.2). ``bidi_rate``
+        (jambonz only, §5.3) appends ``true true <bidi_rate>``: bidirectional streaming, the
+        server's binary frames (L16 mono at ``bidi_rate`` Hz) are played to the caller."""
+        if bidi_rate is not None and (bidi_rate <= 0 or bidi_rate % 8000):
+            raise CallControlUsage("audio_fork_start",
+                                   f"bidi_rate must be N x 8000 Hz: {bidi_rate}")
         _single_token("audio_fork_start", "url", url)
         if mix not in ("mono", "mixed", "stereo"):
             raise CallControlUsage("audio_fork_start", f"mix must be mono/mixed/stereo: {mix}")
@@ -228,8 +234,9 @@ class CallControl:
             raise CallControlUsage("audio_fork_start", f"bad bugname {bugname!r}")
         rate_s = {8000: "8k", 16000: "16k"}.get(rate, str(rate))
         meta = _quoted_json("audio_fork_start", metadata if metadata is not None else {})
-        self._api("audio_fork_start",
-                  f"uuid_audio_fork {self.uuid} start {url} {mix} {rate_s} {bugname} {meta}")
+        bidi = f" true true {bidi_rate}" if bidi_rate is not None else ""
+        self._api("audio_fork_start", f"uuid_audio_fork {self.uuid} start {url} {mix} {rate_s} "
+                  f"{bugname} {meta}{bidi}")
 
     def audio_fork_stop(self, bugname: str = "callctl", text: Any = None) -> None:
         """``uuid_audio_fork <uuid> stop <bugname> ['<json>']``."""

@@ -98,6 +98,7 @@ def test_exact_command_lines(cap: Captured) -> None:
     cc.audio_fork_start("ws://127.0.0.1:8041/fork/x?token=t", 16000,
                         {"call_id": U, "did": "+1555 123", "lang": "한국어"})
     cc.audio_fork_stop(text={"event": "bye"})
+    cc.audio_fork_start("ws://h/f", 8000, bidi_rate=16000)
     assert cap.commands == [
         "sendmsg\ncall-command: execute\nexecute-app-name: playback\n"
         "execute-app-arg: /var/lib/callctl/playback/a b.wav\nevent-lock: true\nEvent-UUID: ev-1",
@@ -113,6 +114,7 @@ def test_exact_command_lines(cap: Captured) -> None:
         f"api uuid_audio_fork {U} start ws://127.0.0.1:8041/fork/x?token=t mono 16k callctl "
         f"'{{\"call_id\":\"{U}\",\"did\":\"+1555 123\",\"lang\":\"한국어\"}}'",
         f"api uuid_audio_fork {U} stop callctl '{{\"event\":\"bye\"}}'",
+        f"api uuid_audio_fork {U} start ws://h/f mono 8k callctl '{{}}' true true 16000",
     ]
 
 
@@ -125,6 +127,7 @@ def test_refused_timeout_and_usage_errors(cap: Captured) -> None:
                 lambda: cc.play("/a\nexecute-app-name: x", "e"),
                 lambda: cc.audio_fork_start("ws://x", 16000, {"t": "it's"}),
                 lambda: cc.audio_fork_start("ws://x", 11025),
+                lambda: cc.audio_fork_start("ws://x", 8000, bidi_rate=0),
                 lambda: cc.transfer("1000 XML a b"), lambda: cc.setvar("a b", "c")):
         with pytest.raises(CallControlUsage):
             bad()
