@@ -344,3 +344,23 @@ def test_rate_mismatch_is_a_clear_failure(fork_server: ForkServer, fork_client: 
         fork_server.unregister(UUID)
     failed = [e for e in events if isinstance(e, AsrFailed)]
     assert len(failed) == 1 and "8000 Hz but VAD at 16000 Hz" in failed[0].error
+
+
+def test_fork_reconnect_mid_utterance_commits_and_listens_on(
+        harness: Callable[..., Harness], fork_client: Callable) -> None:
+    h = harness()
+    a = fork_client(h.url)
+    a.connect()
+    a.text("{}")
+    u = utterance("There is a charge on my bill that I don't recognize.")
+    a.stream(u.samples[:int((u.speech_start_s + 0.8) * 8000)])
+    h.wait_for(SpeechStarted)
+    b = fork_client(h.url)  # FreeSWITCH restarted the fork (stop + start)
+    b.connect()
+    b.text("{}")
+    first = h.wait_for(TurnCommitted)[0]
+    assert first.reason == "fork_reconnected"
+    b.stream(utterance("Yes.").samples)
+    turns = h.wait_for(TurnCommitted, 2)
+    assert turns[1].reason.startswith("silence_") and turns[1].turn is not first.turn
+    assert [c.reconnect for c in h.of(ForkConnected)] == [False, True]
