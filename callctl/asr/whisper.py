@@ -12,6 +12,7 @@ shared and faster-whisper allows concurrent ``transcribe`` calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,10 @@ class WhisperRecognizer:
 
     def reset(self) -> None:
         self._chunks = []
+
+    def set_grammar(self, phrases: Sequence[str] | None) -> tuple[str, ...] | None:
+        """Whisper has no runtime grammar: ignored (open vocabulary)."""
+        return None
 
 
 class WhisperEngine:
