@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("callctl.demo", "Run the emulated switch, the daemon and scripted callers."),
     "run": ("callctl.daemon", "Run the call-control daemon (the systemd service's job)."),
     "models": ("callctl.asr.models", "List, fetch (explicitly) and verify Vosk ASR models."),
+    "status": ("callctl.noc", "Daemon, ESL link, Redis, models, capacity and nodes at a glance."),
+    "calls": ("callctl.noc", "Live calls on every node (from Redis)."),
+    "show": ("callctl.noc", "One call's timeline and transcript; --follow for live turns."),
+    "hangup": ("callctl.noc", "Hang up a call (daemon control endpoint, else FreeSWITCH ESL)."),
+    "transfer": ("callctl.noc", "Transfer a call (daemon control endpoint, else FreeSWITCH ESL)."),
 }
 
 

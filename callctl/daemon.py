@@ -125,6 +125,7 @@ class Daemon:
         self._want_http = http
         self.ready = False
         self._watchdog: gevent.Greenlet | None = None
+        self._heartbeat: gevent.Greenlet | None = None
         metrics.set_state_source(self.registry.by_state)
 
     def add_ready_check(self, name: str, fn: Callable[[], bool]) -> None:
@@ -154,6 +155,9 @@ class Daemon:
             self.http.set_hangup_handler(self._hangup_call)
             self.http.set_transfer_handler(self._transfer_call)
             self.http.start()
+        store = getattr(self.voice, "store", None)
+        if store is not None:
+            self._heartbeat = gevent.spawn(self._beat, store)
         if self.notify.watchdog_interval:
             self._watchdog = gevent.spawn(self._ping_watchdog, self.notify.watchdog_interval)
         self.notify.send("STATUS=starting: waiting for the FreeSWITCH control connection")
@@ -161,6 +165,32 @@ class Daemon:
     def _ping_watchdog(self, interval: float) -> None:
         while True:
             self.notify.send("WATCHDOG=1")
+            gevent.sleep(interval)
+
+    def heartbeat_info(self) -> dict[str, Any]:
+        """What this node's heartbeat says in the store (read by ``callctl status/calls``
+        and by ``hangup``/``transfer`` to find the node's control endpoint)."""
+        info: dict[str, Any] = {"max_calls": self.cfg.daemon.max_calls,
+                                "calls": len(self.registry),
+                                "ready": self._all_ready() and not self.server.draining}
+        if self.http is not None:
+            host = self.http.host
+            if host in ("", "0.0.0.0", "::"):
+                host = socket.gethostname()
+            elif ":" in host:
+                host = f"[{host}]"
+            info["control_url"] = f"http://{host}:{self.http.port}"
+        return info
+
+    def _beat(self, store: Any) -> None:
+        """Every ``store.heartbeat_ttl_s``/3: ``store.heartbeat(node_id, heartbeat_info())``
+        (no I/O here: the store's writer sends it)."""
+        interval = max(0.05, self.cfg.store.heartbeat_ttl_s / 3)
+        while True:
+            try:
+                store.heartbeat(self.cfg.daemon.node_id, self.heartbeat_info())
+            except Exception:
+                self.log.exception("daemon.heartbeat_failed")
             gevent.sleep(interval)
 
     def _hangup_call(self, uuid: str, cause: str) -> bool:
@@ -282,6 +312,10 @@ class Daemon:
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.kill(block=False)
+        if self._heartbeat is not None:
+            self._heartbeat.kill(block=False)
+            self._heartbeat = None
+            self.voice.store.node_stopped(self.cfg.daemon.node_id)
         self.control.stop()
         self.server.stop()
         if self.voice is not None:
