@@ -32,6 +32,7 @@ import gevent
 
 from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
 from callctl.bargein import Bot, Decision, Observation, Signal, decide
+from callctl.call.control import CallControlError
 from callctl.call.session import CallSession, TimerFired
 from callctl.call.state import CallState, Trigger
 from callctl.call.timeline import Turn
@@ -59,7 +60,9 @@ from callctl.media.forkserver import ForkServer
 from callctl.media.listener import Listener
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
 from callctl.metrics import Metrics
+from callctl.ownership import LEASE_LOST_CAUSE
 from callctl.playback import FilePlayback, PlaybackHandle, StreamPlayback
+from callctl.resume import RESUMED_FIELDS, flow_node, resume_reply
 from callctl.store import SessionStore, open_store
 from callctl.store.base import CallRecord, TurnRecord
 from callctl.tts import build_speaker
@@ -103,7 +106,8 @@ class Voice:
             from callctl.asr import build_engine
 
             self.asr = build_engine(self.cfg.asr, self.metrics, self.rate)
-        prompts = self.dialogs.static_prompts()
+        prompts = [*self.dialogs.static_prompts(),
+                   *([self.cfg.dialog.resume_prompt] if self.cfg.dialog.resume_prompt else [])]
         counts = self.speaker.prepare(prompts)
         self.loaded = True
         self.log.info("voice.ready", asr=type(self.asr).__name__, tts=self.cfg.tts.engine,
@@ -161,11 +165,25 @@ class Conversation:
 
     def on_start(self, call: CallSession) -> None:
         v = self.v
-        v.store.call_started(self.record)
-        v.store.call_answered(self.record)
         flow = call.route.flow or self.cfg.routing.default_flow
         ctx = CallContext(call.uuid, call.caller, call.did, flow, call.route.language)
         self.dialog = v.dialogs.engine(flow, ctx)
+        rec = call.resume_from        # stored state after a daemon restart (callctl.resume)
+        first = resume_reply(self.dialog, rec, self.cfg.dialog.resume_prompt, self.log) \
+            if rec is not None else None
+        if first is not None and rec is not None:
+            self.turns = rec.turns
+            self.record = self._with(**{**{k: getattr(rec, k) for k in RESUMED_FIELDS},
+                                        "state": "answered"})
+            self.log.info("conversation.resumed", flow_node=rec.flow_node, turns=rec.turns,
+                          was_node=rec.node)
+            try:                      # the dead daemon's fork bug is still on the channel
+                call.control.audio_fork_stop()
+            except CallControlError:
+                pass
+        else:
+            v.store.call_started(self.record)
+            v.store.call_answered(self.record)
         url, inbox = v.forks.register(call.uuid, v.rate)
         assert v.asr is not None
         self.recognizer = v.asr.acquire()
@@ -176,7 +194,7 @@ class Conversation:
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid)
         self.listener_g = gevent.spawn(self.listener.run)
         call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid})
-        self._reply(self.dialog.open(), turn=None)
+        self._reply(first or self.dialog.open(), turn=None)
 
     def on_event(self, event: object) -> None:
         if isinstance(event, ChunkReady | ReplySynthesized):
@@ -222,9 +240,14 @@ class Conversation:
             self.listener_g.kill(block=False)
         v = self.v
         if self.recognizer is not None and v.asr is not None:
-            v.asr.release(self.recognizer)
+            if self.listener is not None:
+                self.listener.release(v.asr)       # dropped if still decoding in a thread
+            else:
+                v.asr.release(self.recognizer)
             self.recognizer = None
         v.forks.unregister(self.call.uuid)
+        if cause == LEASE_LOST_CAUSE:          # another node drives the call now
+            return
         state = self.dialog.state() if self.dialog is not None else {}
         self.record = self._with(state="ended", end_cause=cause, ended_at=time.time(),
                                  dialog_state=state, turns=self.turns)
@@ -370,7 +393,9 @@ class Conversation:
             elif isinstance(action, Transfer | Hangup):
                 self.pending.append(action)
         if self.dialog is not None:
-            self.record = self._with(dialog_state=self.dialog.state(), turns=self.turns)
+            state = self.dialog.state()
+            self.record = self._with(dialog_state=state, flow_node=flow_node(state),
+                                     turns=self.turns)
             self.v.store.save_call(self.record)
         text = " ".join(reply.sentences)
         if text:

@@ -25,6 +25,7 @@ import importlib
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -126,6 +127,8 @@ class Daemon:
         self.ready = False
         self._watchdog: gevent.Greenlet | None = None
         self._heartbeat: gevent.Greenlet | None = None
+        self.ownership: Any = None          # callctl.ownership.Ownership (with a store)
+        self.recovery: Any = None           # callctl.recovery.Recovery, run before READY
         metrics.set_state_source(self.registry.by_state)
 
     def add_ready_check(self, name: str, fn: Callable[[], bool]) -> None:
@@ -142,6 +145,7 @@ class Daemon:
             self.notify.send("STATUS=starting: loading speech models")
             self.voice.start()
             self.add_ready_check("voice", self.voice.ready)
+        self._own_calls()
         self.server.start()
         self.control.start()
         if self._want_http:
@@ -154,6 +158,8 @@ class Daemon:
             self.http.set_calls_source(lambda: [s.info() for s in self.registry])
             self.http.set_hangup_handler(self._hangup_call)
             self.http.set_transfer_handler(self._transfer_call)
+            if self.ownership is not None:   # a store outage degrades, calls go on: report
+                self.http.add_status("store", lambda: self.ownership.store.status)
             self.http.start()
         store = getattr(self.voice, "store", None)
         if store is not None:
@@ -173,13 +179,17 @@ class Daemon:
         info: dict[str, Any] = {"max_calls": self.cfg.daemon.max_calls,
                                 "calls": len(self.registry),
                                 "ready": self._all_ready() and not self.server.draining}
-        if self.http is not None:
+        try:
+            port = self.http.port if self.http is not None else None
+        except RuntimeError:        # HTTP server stopped
+            port = None
+        if port is not None:
             host = self.http.host
             if host in ("", "0.0.0.0", "::"):
                 host = socket.gethostname()
             elif ":" in host:
                 host = f"[{host}]"
-            info["control_url"] = f"http://{host}:{self.http.port}"
+            info["control_url"] = f"http://{host}:{port}"
         return info
 
     def _beat(self, store: Any) -> None:
@@ -252,6 +262,8 @@ class Daemon:
             except gevent.queue.Empty:
                 word = None
             if not self.ready and self._all_ready():
+                if self.recovery is not None and not self.recovery.ran:
+                    self.recovery.run()
                 self.ready = True
                 self.metrics.ready.set(1)
                 self.notify.send("READY=1", "STATUS=ready: taking calls")
@@ -309,7 +321,28 @@ class Daemon:
         self.close()
         return 0
 
+    def _own_calls(self) -> None:
+        """With a store: call leases (``callctl.ownership``) on the outbound server, and the
+        start-up reconciliation (``callctl.recovery``) that ``run`` does before READY."""
+        store = getattr(self.voice, "store", None)
+        if store is None:
+            return
+        from callctl.ownership import Ownership
+        from callctl.recovery import Recovery
+
+        self.ownership = Ownership(store, self.cfg.daemon.node_id, self.cfg.store.lease_s,
+                                   self.metrics)
+        self.server.ownership = self.ownership
+        self.ownership.start()
+        self.recovery = Recovery(
+            self.cfg, store, self.ownership,
+            lambda cmd: self.control.api(cmd, timeout=self.cfg.esl.command_timeout_s),
+            lambda uuid: self.registry.get(uuid) is not None,
+            lambda: f"{self.cfg.esl.listen_host}:{self.server.port}", self.metrics)
+
     def close(self) -> None:
+        if self.ownership is not None:
+            self.ownership.stop()
         if self._watchdog is not None:
             self._watchdog.kill(block=False)
         if self._heartbeat is not None:
@@ -354,12 +387,29 @@ def main(args: argparse.Namespace) -> int:
     metrics = Metrics()
     path = args.config if args.config else (
         str(config_mod.DEFAULT_PATH) if Path(config_mod.DEFAULT_PATH).exists() else None)
-    daemon = Daemon(cfg, metrics, config_path=path,
-                    conversation_factory=_conversation_factory(cfg, metrics, path))
-    daemon.install_signals()
+    notify = SdNotify()
     try:
+        daemon = Daemon(cfg, metrics, config_path=path, notifier=notify,
+                        conversation_factory=_conversation_factory(cfg, metrics, path))
+        daemon.install_signals()
         return daemon.run()
-    except OSError as e:       # a port already taken, typically
-        get_logger().error("daemon.start_failed", error=str(e))
-        daemon.notify.send(f"STATUS=failed: {e}", f"ERRNO={e.errno or 0}")
+    except StartupErrors as e:  # a port taken, a missing model or flow, a broken voice
+        text = str(e).strip().replace("\n", "; ")
+        get_logger().error("daemon.start_failed", error=text, kind=type(e).__name__)
+        print(f"callctl: cannot start: {text}", file=sys.stderr)
+        notify.send(f"STATUS=failed: {text[:200]}",
+                    f"ERRNO={getattr(e, 'errno', None) or 0}")
         return 1
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "this configuration cannot run here": one line, exit 1, no traceback."""
+    from callctl.asr.base import AsrModelError
+    from callctl.dialog.flow_model import FlowError
+    from callctl.store.base import StoreError
+    from callctl.tts.base import TtsError
+
+    return (OSError, AsrModelError, FlowError, StoreError, TtsError)
+
+
+StartupErrors = _startup_errors()

@@ -8,10 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 from testkit import FIXTURES, REPO, RedisServer, free_port  # noqa: F401
 
 from callctl.metrics import Metrics
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults (print to the current sys.stdout), so a test
+    that called ``callctl.log.setup(stream=…)`` cannot hide later tests' logs from capsys."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,18 @@ linger_s = 3
 reconnect_max_s = 1.0
 [metrics]
 listen_port = {free_port()}
+[media]
+listen_port = {free_port()}
+[asr]
+engine = "vosk"
+pool_size = 1
+[tts]
+engine = "espeak"
+cache_dir = "{tmp_path / 'prompts'}"
+[playback]
+dir = "{tmp_path / 'playback'}"
+[dialog]
+flows_dir = "{REPO / 'callctl' / 'examples' / 'flows'}"
 [log]
 format = "json"
 level = "info"

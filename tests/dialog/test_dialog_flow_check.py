@@ -155,13 +155,16 @@ def test_example_flows_are_valid(name: str) -> None:
 
 def test_example_config_with_examples_dir(tmp_path: Path) -> None:
     cfg = config.load(EXAMPLES / "callctl.toml", env={})
-    # The shipped config points at /etc/callctl/flows: report each missing flow with its line.
-    missing = check_config(cfg, EXAMPLES / "callctl.toml")
-    if not Path(cfg.dialog.flows_dir).is_dir():
-        assert len(missing) == 3
-        assert missing[0].startswith(f"{EXAMPLES / 'callctl.toml'}:")
-        assert "routes[0].flow: flow file /etc/callctl/flows/front_desk.toml not found" \
-            in missing[0]
+    # The shipped config's relative flows_dir resolves beside it: every route's flow exists.
+    assert check_config(cfg, EXAMPLES / "callctl.toml") == []
+    # Copied elsewhere without its flows, each missing flow is reported with its line.
+    moved = tmp_path / "callctl.toml"
+    moved.write_text((EXAMPLES / "callctl.toml").read_text())
+    missing = check_config(config.load(moved, env={}), moved)
+    assert len(missing) == 3
+    assert missing[0].startswith(f"{moved}:")
+    assert f"routes[0].flow: flow file {tmp_path / 'flows' / 'front_desk.toml'} not found" \
+        in missing[0]
     dialogs = Dialogs(cfg, EXAMPLES / "callctl.toml", directory=EXAMPLES / "flows")
     assert set(dialogs.flows) == {"front_desk", "appointment", "account"}
     route = cfg.route_for("+15551230000")
