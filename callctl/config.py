@@ -69,6 +69,11 @@ class DaemonConfig:
     work_dir: str = setting(
         "/var/lib/callctl", "Directory for playback files, recordings and other call data."
     )
+    resume_grace_s: float = setting(
+        10.0, "At start-up, how long a call FreeSWITCH still holds may take to come back to "
+        "the socket app by the dialplan before it is sent there (uuid_transfer) or ended.",
+        between(0, 600)
+    )
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,11 @@ class DialogConfig:
     )
     llm_greeting: str = setting("Hello, how can I help you?", "First sentence of an LLM call.")
     llm_filler: str = setting("One moment.", "Said when the LLM misses llm_deadline_ms.")
+    resume_prompt: str = setting(
+        "Sorry about that. Where were we?",
+        "Said first when a call resumes after a daemon restart (then the current question "
+        "again); empty: say nothing."
+    )
     llm_fallback_transfer: str = setting(
         "", "Where the LLM route transfers after an LLM failure (empty: ask to repeat)."
     )

@@ -4,9 +4,11 @@ How this works: a gevent ``WSGIServer`` (connections bounded by a pool) serves o
 app. ``/metrics`` is prometheus_client's WSGI app on the injected registry. ``/healthz`` is 200
 while the process serves HTTP at all. ``/readyz`` runs the named readiness checks the daemon
 registered with ``add_check`` (ESL control link, store, models, draining...) and answers 200, or
-503 with a JSON body naming the checks that failed. The control endpoints call functions the
-daemon registers; they answer only to peers inside ``metrics.control_allow`` (loopback by
-default), because the metrics port itself is often opened to Prometheus:
+503 with a JSON body naming the checks that failed; parts whose trouble calls survive (the
+session store: ``add_status``) are reported under ``status`` without deciding readiness. The
+control endpoints call functions the daemon registers; they answer only to peers inside
+``metrics.control_allow`` (loopback by default), because the metrics port itself is often
+opened to Prometheus:
 
 =================================  ============================================================
 ``GET  /calls``                    ``{"calls": [...]}`` from ``set_calls_source``
@@ -75,6 +77,7 @@ class HttpServer:
         self._allow = [ipaddress.ip_network(c, strict=False) for c in cfg.metrics.control_allow]
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._checks: dict[str, Check] = {}
+        self._statuses: dict[str, Callable[[], str]] = {}
         self._calls: CallsSource | None = None
         self._hangup: Hangup | None = None
         self._transfer: Transfer | None = None
@@ -93,6 +96,11 @@ class HttpServer:
         if not name or not re.match(r"^[a-z][a-z0-9_]*$", name):
             raise ValueError(f"check name {name!r}: use lower_snake_case")
         self._checks[name] = fn
+
+    def add_status(self, name: str, fn: Callable[[], str]) -> None:
+        """Report ``fn()`` (e.g. ``"healthy"``/``"degraded"``) under ``status`` in /readyz
+        without it deciding readiness: for parts whose trouble calls survive (the store)."""
+        self._statuses[name] = fn
 
     def set_calls_source(self, fn: CallsSource) -> None:
         """``fn()`` returns the live calls as JSON-able mappings for ``GET /calls``."""
@@ -154,6 +162,8 @@ class HttpServer:
         body: dict[str, Any] = {"ready": not failing, "checks": results, "failing": failing}
         if errors:
             body["errors"] = errors
+        if self._statuses:
+            body["status"] = {name: _safe_status(fn) for name, fn in self._statuses.items()}
         return body
 
     # -- WSGI -----------------------------------------------------------------------------
@@ -274,3 +284,10 @@ def _json(start_response: _StartResponse, status: int, body: Mapping[str, Any]) 
 
 
 __all__ = ["HttpServer"]
+
+
+def _safe_status(fn: Callable[[], str]) -> str:
+    try:
+        return str(fn())
+    except Exception as e:
+        return f"unknown ({type(e).__name__})"

@@ -97,6 +97,15 @@ class Metrics:
             registry=r)
         self.store_up = Gauge(
             "callctl_store_up", "1 while the session store answers.", registry=r)
+        self.call_leases = Counter(
+            "callctl_call_leases_total",
+            "Call ownership decisions: owned, resumed, refused (another node holds the call), "
+            "unleased (store down: the call goes on without a lease), lost (taken over).",
+            ["outcome"], registry=r)
+        self.reconciled = Counter(
+            "callctl_reconciled_calls_total",
+            "Start-up reconciliation decisions: close, resume, end, skip.",
+            ["action"], registry=r)
         self.asr_rtf = Histogram(
             "callctl_asr_real_time_factor", "Decode time / audio time per utterance.",
             ["engine"], buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4),

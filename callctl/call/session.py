@@ -60,6 +60,14 @@ class TransferRequested:
 
 
 @dataclass(frozen=True)
+class ReleaseRequested:
+    """Stop driving the call WITHOUT hanging it up (another node took it over): the session
+    ends with ``cause`` and sends ``exit``, so FreeSWITCH's dialplan goes on."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
 class TimerFired:
     """A timer set with ``CallSession.call_later`` went off."""
 
@@ -188,6 +196,9 @@ class CallSession:
         self._hangup_sent_at: float | None = None
         self._greeting_uuid: str | None = None
         self._transfer_to: str | None = None
+        #: Stored state to continue from (set before ``run()`` for a call resumed after a
+        #: daemon restart; ``callctl.store.CallRecord``). The greeting is not played again.
+        self.resume_from: Any = None
         self.ended = gevent.event.Event()
         conn.event_sink = self._on_esl_event
 
@@ -216,6 +227,10 @@ class CallSession:
     def request_hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Ask the session to hang up. Safe from any greenlet; twice is harmless."""
         self.inbox.put_control(HangupRequested(cause), terminal=True)
+
+    def request_release(self, cause: str) -> None:
+        """Ask the session to let go of the call without hanging it up. Any greenlet."""
+        self.inbox.put_control(ReleaseRequested(cause), terminal=True)
 
     def request_transfer(self, destination: str) -> None:
         """Ask the session to transfer the call. Safe from any greenlet."""
@@ -297,7 +312,7 @@ class CallSession:
         self.log.info("call.answer", setup_ms=round((self.answered_at - self.started) * 1000))
 
     def _greet(self) -> None:
-        if not self.route.greeting:
+        if not self.route.greeting or self.resume_from is not None:
             if self.conversation is None:
                 self.transition(Trigger.LISTEN)
             return
@@ -312,6 +327,11 @@ class CallSession:
             self._hangup(item.cause)
         elif isinstance(item, TransferRequested):
             self._transfer(item.destination)
+        elif isinstance(item, ReleaseRequested):
+            if not self.machine.ended:
+                self.cause, self.outcome = item.cause, "released"
+                self.log.warning("call.released", cause=item.cause)
+                self.machine.fire(Trigger.HANGUP)
         elif self.conversation is not None:      # timers and media events
             self.conversation.on_event(item)
 

@@ -7,6 +7,15 @@ numbers per ``routing``), checks capacity (``daemon.max_calls`` and the route's
 ``max_calls``) and either rejects the call with the configured cause (``sendmsg hangup``,
 counted and logged) or subscribes (``myevents``, ``linger N``, ``event plain …``) and runs the
 session. A failing connection is logged and ends only itself.
+
+With an ``ownership`` (``callctl.ownership.Ownership``, set by the daemon when it has a
+store) every call's lease is taken right after ``connect``: a call another live node holds is
+refused by sending ``exit`` without a hangup (nothing subscribed, no ``linger``), so
+FreeSWITCH's dialplan continues with its next action (the fallback chain in
+freeswitch/conf/dialplan/public/10_callctl.xml); counted as ``calls_rejected{reason=
+"owned_elsewhere"}``. A call with live stored state is resumed (``CallSession.resume_from``).
+The lease is renewed while the call lives, and released when it ends; a lease lost to another
+node ends our session with ``request_release`` (no hangup).
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ class OutboundServer:
                                          cfg.esl.listen_port if port is None else port,
                                          self._serve)
         self.on_call_end: Callable[[CallSession], None] | None = None
+        self.ownership: Any = None        # callctl.ownership.Ownership, set by the daemon
 
     @property
     def port(self) -> int:
@@ -111,8 +121,15 @@ class OutboundServer:
             self.log.warning("esl.connect_failed", peer=str(address), error=str(e))
             conn.stop(exit_timeout=0.5)
             return
+        uuid = channel.get("Unique-ID", "")
+        lease = self.ownership.acquire(uuid) if self.ownership is not None and uuid else None
+        if lease is not None and lease.refused:
+            self._let_go(conn, channel, lease.holder)
+            return
         route, label, reject = self._admit(channel, cfg)
         if reject is not None:
+            if lease is not None:
+                self.ownership.release(uuid)
             self._reject(conn, channel, *reject)
             return
         assert route is not None
@@ -127,11 +144,18 @@ class OutboundServer:
         session = CallSession(conn, channel, route, label, self.metrics,
                               cfg.esl.command_timeout_s, self.conversation_factory,
                               cfg.esl.transfer_context, cfg.esl.bridge_profile)
+        if lease is not None:
+            from callctl.ownership import LEASE_LOST_CAUSE
+
+            session.resume_from = lease.record
+            self.ownership.hold(uuid, lambda: session.request_release(LEASE_LOST_CAUSE))
         self.registry.add(session)
         try:
             session.run()
         finally:
             self.registry.remove(session)
+            if lease is not None:
+                self.ownership.release(uuid)
             if self.on_call_end is not None:
                 self.on_call_end(session)
 
@@ -155,6 +179,15 @@ class OutboundServer:
         if route.max_calls and self.registry.count_route(label) >= route.max_calls:
             return None, label, ("route_capacity", cfg.daemon.over_capacity_cause)
         return route, label, None
+
+    def _let_go(self, conn: OutboundConnection, channel: dict[str, str],
+                holder: str | None) -> None:
+        """Another node drives this call: ``exit`` without a hangup (the dialplan goes on)."""
+        uuid = channel.get("Unique-ID", "")
+        self.metrics.calls_rejected.labels(reason="owned_elsewhere").inc()
+        get_logger(call_uuid=uuid).warning("call.owned_elsewhere", holder=holder,
+                                           action="exit without hangup")
+        conn.stop(exit_timeout=min(1.0, self.cfg.esl.command_timeout_s))
 
     def _reject(self, conn: OutboundConnection, channel: dict[str, str], reason: str,
                 cause: str) -> None:

@@ -111,6 +111,7 @@ class Channel:
         self.controlled = False
         self.transfer_to: tuple[str, str] | None = None
         self.inline_actions: list[tuple[str, str]] | None = None
+        self.actions_left = 0          # dialplan actions after the one running
         self.recordings: dict[str, tuple[float, int]] = {}
         self.media: ChannelMedia = _new_media(self, codec, self.rate, switch.cfg.speed)
         self.greenlet: gevent.Greenlet[Any] | None = None
@@ -307,9 +308,10 @@ class Channel:
             self._create()
             actions = self.inline_actions or self.switch.route(self.did)
             while True:
-                for app, arg in actions:
+                for i, (app, arg) in enumerate(actions):
                     if not self.is_up() or self.transfer_to:
                         break
+                    self.actions_left = len(actions) - i - 1
                     self.execute(app, arg)
                 if self.transfer_to and self.is_up():
                     dest, dialplan = self.transfer_to

@@ -2,8 +2,8 @@
 
 ``run_socket_app`` (run by the channel's own greenlet) connects out to the daemon, trying
 each ``|``-separated host in turn (default port 8084). If none answers the dialplan goes on
-(the emulator's dialplan has nothing after ``socket``, so the call is hung up with
-NORMAL_TEMPORARY_FAILURE). Otherwise an ``OutboundSession`` serves the socket in its own
+to its next action; with nothing after ``socket`` the call is hung up with
+NORMAL_TEMPORARY_FAILURE. Otherwise an ``OutboundSession`` serves the socket in its own
 greenlet and the application waits for ``connect`` (at most 25 s), then parks the channel
 until it hangs up or the session lets go of it (daemon closed the socket or sent ``exit``:
 the dialplan continues, i.e. the channel is hung up NORMAL_CLEARING as FreeSWITCH does after
@@ -91,7 +91,8 @@ def run_socket_app(ch: Channel, arg: str) -> None:
         if ch.is_up() and ch.controlled:
             ch.park_loop()
         return
-    ch.hangup("NORMAL_TEMPORARY_FAILURE")
+    if not ch.actions_left:
+        ch.hangup("NORMAL_TEMPORARY_FAILURE")
 
 
 class OutboundSession(EslConnection):

@@ -39,7 +39,11 @@ VERSION = "1.10.12-release"
 class SwitchConfig:
     """Emulator settings. ``dialplan`` maps a destination number to ``"park"`` (answer, then
     park — the captures' dialplan) or ``"socket HOST:PORT async full"`` (several
-    ``HOST:PORT`` joined with ``|`` are tried in order); unknown numbers park."""
+    ``HOST:PORT`` joined with ``|`` are tried in order); unknown numbers park. A sequence of
+    ``"app data"`` actions joined with ``;`` runs in order, as a dialplan extension does:
+    ``"socket 127.0.0.1:8040 async full; playback /hold.wav; socket 127.0.0.1:8040 async
+    full; hangup NORMAL_TEMPORARY_FAILURE"`` (after a ``socket`` whose daemon went away or
+    could not be reached, the next action runs)."""
 
     esl_host: str = "127.0.0.1"
     esl_port: int = 8021
@@ -187,6 +191,8 @@ class Switch:
             app, _, data = dest.partition(":")
             return [(app, data)]
         action = self.cfg.dialplan.get(dest, "park").strip()
+        if ";" in action:
+            return parse_actions(action)
         if action.startswith("socket "):
             return [("socket", action[len("socket "):].strip())]
         return [("answer", ""), ("park", "")]
@@ -238,6 +244,16 @@ class Switch:
                 ("Session-Since-Startup", str(self.session_count)),
                 ("Session-Peak-Max", str(self.peak)), ("Session-Peak-FiveMin", str(self.peak)),
                 ("Idle-CPU", "99.000000")]))
+
+
+def parse_actions(text: str) -> list[tuple[str, str]]:
+    """``"app data; app data; ..."`` → ``[(app, data), ...]`` (empty items skipped)."""
+    out = []
+    for item in text.split(";"):
+        app, _, data = item.strip().partition(" ")
+        if app:
+            out.append((app, data.strip()))
+    return out
 
 
 def _run_script(script: Callable[[SimCall], None], call: SimCall) -> None:
