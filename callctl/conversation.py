@@ -7,45 +7,70 @@ every static prompt of every flow, before the daemon says READY. For each answer
 ``CallSession`` asks ``Voice`` for a ``Conversation`` (``Voice(call)``). The conversation's
 three hooks run in the call's own greenlet:
 
-- ``on_start``: store the call, open the dialog, start the fork and the ``Listener`` (its
-  events come back through the call's inbox), speak the opening prompts.
+- ``on_start``: store the call, open the dialog, start the fork (bidirectional when
+  ``playback.mode = "stream"``) and the ``Listener`` (its events come back through the call's
+  inbox), speak the opening prompts.
 - ``on_event``: listener events (speech start/end, partial, speculative final, turn
-  resumed/committed, no input), speaker posts (``ChunkReady``/``ReplySynthesized``), timers
-  and ESL events (playback progress, DTMF). The speculative final transcript is answered by
-  the dialog at once and its reply text is rendered into the prompt cache while the
-  endpoint timer runs; the committed turn then plays from the cache. Caller speech over the
-  bot is judged by ``callctl.bargein`` (a timer re-asks after ``bargein_min_speech_ms``).
-- ``on_end``: cancel synthesis, stop playback and the listener, return the recognizer to
-  the pool, close the fork, mark the call ended in the store. Runs once.
+  resumed/committed, no input, fork text frames such as stream-mode ``mark`` echoes), speaker
+  posts (``ChunkReady``/``ReplySynthesized``), streamed dialog parts (``PartReady``/
+  ``PartsDone``), ``PlayedOut``, timers and ESL events (playback progress, DTMF).
+- ``on_end``: cancel synthesis and dialog streams, stop playback and the listener, return the
+  recognizer to the pool, close the fork, mark the call ended in the store. Runs once.
+
+Speaking: one reply = one ``_Utterance`` = one ``PlaybackHandle``. Its sentences (one per
+``Prompt``) are synthesized one after another by the ``Speaker`` into that handle (sentence
+*n + 1* is synthesized while *n* plays); the handle is finished once the dialog said the reply
+is complete. Scripted flows answer instantly (``Proposal.reply()`` on the call's greenlet).
+The LLM streams: its ``Proposal.parts()`` runs in a ``_Pump`` greenlet that posts each part
+(sentence, filler, action) to the call's inbox as it completes, so TTS starts on the first
+sentence while the model is still writing the rest.
+
+Turns: the speculative final transcript is answered at once (flows: the reply is computed and
+its sentences rendered into the prompt cache; LLM: the request is sent and its parts are held
+back) while the endpoint timer runs; the committed turn then plays it (or drops it when the
+transcript changed). Caller speech over the bot is judged by ``callctl.bargein``: during
+speech (a timer re-asks every 40 ms after ``bargein_min_speech_ms``) and once more when the
+speech ended, with the recognizer's speculative final words (Whisper has no partials). A
+turn committed while the bot is still speaking was judged not to be a barge-in (backchannel,
+noise) and is dropped, except over a prompt that cannot be interrupted, where it is answered
+once the prompt has played. After a false interruption the cut sentence and the rest of the
+reply are said again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gevent
 
 from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
-from callctl.bargein import Bot, Decision, Observation, Signal, decide
+from callctl.bargein import Bot, Decision, Observation, Signal, decide, words_of
 from callctl.call.control import CallControlError
 from callctl.call.session import CallSession, TimerFired
 from callctl.call.state import CallState, Trigger
 from callctl.call.timeline import Turn
 from callctl.config import Config
-from callctl.dialog import Dialogs
+from callctl.dialog import Dialogs, LlmEngine
 from callctl.dialog.base import (
+    Action,
     CallContext,
     DialogEngine,
+    DialogError,
     Dtmf,
     EmitEvent,
     Hangup,
+    Prompt,
     Proposal,
     Reply,
+    ReplyPart,
     SetVar,
     Speech,
     Transfer,
@@ -56,12 +81,13 @@ from callctl.dialog.base import NoInput as DialogNoInput
 from callctl.dialog.base import NoMatch as DialogNoMatch
 from callctl.esl.adapter import EslEvent
 from callctl.log import get_logger
+from callctl.media.audio import ForkConnected, ForkText
 from callctl.media.forkserver import ForkServer
 from callctl.media.listener import Listener
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
 from callctl.metrics import Metrics
 from callctl.ownership import LEASE_LOST_CAUSE
-from callctl.playback import FilePlayback, PlaybackHandle, StreamPlayback
+from callctl.playback import FilePlayback, PlaybackError, PlaybackHandle, StreamPlayback
 from callctl.resume import RESUMED_FIELDS, flow_node, resume_reply
 from callctl.store import SessionStore, open_store
 from callctl.store.base import CallRecord, TurnRecord
@@ -72,6 +98,8 @@ from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommi
 
 BARGEIN_TIMER = "bargein"
 DIGIT_TIMER = "digits"
+FORK_TIMER = "fork"
+FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
 
 
 class Voice:
@@ -132,6 +160,95 @@ def make_factory(cfg: Config, metrics: Metrics, config_path: str | None = None) 
     return Voice(cfg, metrics, config_path=config_path)
 
 
+# -- inbox messages of the conversation's own helpers -----------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PartReady:
+    """A ``_Pump`` got the next part of a streamed dialog reply."""
+
+    pump: _Pump
+    part: ReplyPart
+
+
+@dataclass(frozen=True, eq=False)
+class PartsDone:
+    """A ``_Pump``'s proposal has no more parts (``error``: it raised, which it should not)."""
+
+    pump: _Pump
+    error: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class PlayedOut:
+    """``handle`` is done (played out, cut, or failed); posted by its watcher greenlet."""
+
+    handle: PlaybackHandle
+
+
+class _Pump:
+    """Iterates one streamed ``Proposal.parts()`` on a helper greenlet, posting ``PartReady``
+    per part and one ``PartsDone`` at the end. A *speculative* pump (``live`` False) runs the
+    same way; the conversation holds its parts back until the turn commits with ``text``."""
+
+    def __init__(self, proposal: Proposal, post: Callable[[object], object], log: Any,
+                 turn: Turn | None, text: str | None = None, live: bool = True) -> None:
+        self.proposal = proposal
+        self.post = post
+        self.log = log
+        self.turn = turn
+        self.text = text
+        self.live = live
+        self.held: list[ReplyPart] = []
+        self.finished = False          # PartsDone was handled
+        self.committed = False
+        self.spoke = False             # a non-filler sentence was said
+        self.greenlet: gevent.Greenlet[Any, Any] = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        error = ""
+        try:
+            for part in self.proposal.parts():
+                if not self.post(PartReady(self, part)):
+                    self.log.warning("conversation.part_dropped", part=type(part).__name__)
+        except Exception as e:  # the LLM proposal falls back itself; this is a bug guard
+            error = repr(e)[:200]
+            self.log.exception("conversation.parts_failed")
+        self.post(PartsDone(self, error))
+
+    def stop(self) -> None:
+        """Stop reading the stream (idempotent); the proposal releases its connection."""
+        if not self.greenlet.dead and self.greenlet is not gevent.getcurrent():
+            self.greenlet.kill(block=True, timeout=1.0)
+        self.proposal.cancel()
+
+
+@dataclass(eq=False)
+class _Utterance:
+    """One reply being spoken: its handle, its sentences in order, and synthesis progress."""
+
+    handle: PlaybackHandle
+    turn: Turn | None
+    sentences: list[str] = field(default_factory=list)   # every sentence given to say()
+    queue: deque[str] = field(default_factory=deque)     # sentences not yet given to say()
+    current: SpokenReply | None = None                   # the sentence in synthesis
+    piece_sentence: list[int] = field(default_factory=list)   # handle piece -> sentence
+    complete: bool = False                               # no more sentences will come
+
+    def remaining(self) -> list[str]:
+        """The cut sentence and everything after it (what to say after a false barge-in)."""
+        cut = self.handle.cut_index
+        if cut is None:
+            return []
+        if cut < len(self.piece_sentence):
+            start = self.piece_sentence[cut]
+        elif self.current is not None and self.current.text:
+            start = len(self.sentences) - 1
+        else:
+            start = len(self.sentences)
+        return [*self.sentences[start:], *self.queue]
+
+
 class Conversation:
     """One call's dialog loop (module docstring). Every method runs in the call's greenlet."""
 
@@ -145,21 +262,34 @@ class Conversation:
                                  caller=call.caller, did=call.did, route=call.route_label,
                                  started_at=time.time(), answered_at=time.time())
         self.dialog: DialogEngine | None = None
+        self.streaming = False         # the dialog's replies stream (LLM)
         self.recognizer: Recognizer | None = None
         self.listener: Listener | None = None
         self.listener_g: gevent.Greenlet[Any, Any] | None = None
         self.handle: PlaybackHandle | None = None
-        self.spoken: SpokenReply | None = None
-        self.speaking_turn: Turn | None = None
-        self.pending: list[Any] = []          # actions to run once the reply has played
+        self.utt: _Utterance | None = None
+        self.cut: PlaybackHandle | None = None       # the handle the caller just cut
+        self.played: PlaybackHandle | None = None    # the handle whose end was handled
+        self.pump: _Pump | None = None               # the live streamed reply
+        self.spec_pump: _Pump | None = None          # a speculative streamed reply
+        self.pending: list[Transfer | Hangup] = []   # terminal action once the reply played
+        self.deferred: tuple[TurnInput, Turn | None] | None = None
         self.spec: tuple[str, Proposal, Reply] | None = None
+        self.opening: Reply | None = None             # stream mode: waiting for the fork
+        self.helpers: list[gevent.Greenlet[Any, Any]] = []
         self.turns = 0
         self.partial = ""
         self.onset: float | None = None
+        self.judge_at_final: int | None = None       # speech ms awaiting the final's words
         self.digits = ""
         self.first_audio = False
         self.latency_done: set[int] = set()
         self.ended = False
+
+    @property
+    def spoken(self) -> SpokenReply | None:
+        """The sentence being synthesized now (None between sentences)."""
+        return self.utt.current if self.utt is not None else None
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -168,6 +298,7 @@ class Conversation:
         flow = call.route.flow or self.cfg.routing.default_flow
         ctx = CallContext(call.uuid, call.caller, call.did, flow, call.route.language)
         self.dialog = v.dialogs.engine(flow, ctx)
+        self.streaming = isinstance(self.dialog, LlmEngine)
         rec = call.resume_from        # stored state after a daemon restart (callctl.resume)
         first = resume_reply(self.dialog, rec, self.cfg.dialog.resume_prompt, self.log) \
             if rec is not None else None
@@ -193,15 +324,40 @@ class Conversation:
             padding_ms=self.cfg.asr.padding_ms,
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid)
         self.listener_g = gevent.spawn(self.listener.run)
-        call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid})
-        self._reply(first or self.dialog.open(), turn=None)
+        stream = self.cfg.playback.mode == "stream"
+        call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid},
+                                      bidi_rate=v.rate if stream else None)
+        opening = first or self.dialog.open()
+        if stream and not v.forks.connected(call.uuid):
+            self.opening = opening             # spoken on ForkConnected: audio needs the fork
+            call.call_later(FORK_WAIT_S, FORK_TIMER)
+            self._apply_listen()
+            return
+        self._reply(opening, turn=None)
+
+    def _speak_opening(self, why: str) -> None:
+        opening, self.opening = self.opening, None
+        if opening is not None:
+            self.call.cancel_timer(FORK_TIMER)
+            if why != "connected":
+                self.log.error("conversation.fork_not_connected", waited_s=FORK_WAIT_S)
+            self._reply(opening, turn=None)
 
     def on_event(self, event: object) -> None:
         if isinstance(event, ChunkReady | ReplySynthesized):
-            if self.spoken is not None:
-                self.spoken.deliver(event)
+            self._synthesized(event)
+        elif isinstance(event, PartReady):
+            self._part_ready(event)
+        elif isinstance(event, PartsDone):
+            self._parts_done(event)
+        elif isinstance(event, PlayedOut):
+            self._check_played()
         elif isinstance(event, EslEvent):
             self._esl(event)
+        elif isinstance(event, ForkText):
+            self._fork_text(event)
+        elif isinstance(event, ForkConnected):
+            self._speak_opening("connected")
         elif isinstance(event, TimerFired):
             self._timer(event.name)
         elif isinstance(event, SpeechStarted):
@@ -211,28 +367,36 @@ class Conversation:
         elif isinstance(event, PartialTranscript):
             self.partial = event.text
         elif isinstance(event, FinalTranscript):
-            self._speculate(event.text)
+            self._final(event)
         elif isinstance(event, TurnResumed):
             self._drop_speculation()
         elif isinstance(event, TurnCommitted):
             self._committed(event)
         elif isinstance(event, NoInput):
-            self._turn_input(DialogNoInput(), None)
+            if self._bot() is not Bot.SPEAKING and self.pump is None:
+                self._respond(DialogNoInput(), None)
         elif isinstance(event, NoAudio):
             self.log.warning("conversation.no_audio", seconds=round(event.seconds, 1))
         elif isinstance(event, AsrFailed):
             self.v.metrics.engine_failures.labels(engine=self.cfg.asr.engine).inc()
             self.log.error("conversation.asr_failed", error=event.error)
+        self._observe_latency()
 
     def on_end(self, cause: str) -> None:
         if self.ended:
             return
         self.ended = True
         self._drop_speculation()
-        if self.spoken is not None:
-            self.spoken.cancel()
+        for pump in (self.pump, self.spec_pump):
+            if pump is not None:
+                pump.stop()
+        self.pump = self.spec_pump = None
+        if self.utt is not None and self.utt.current is not None:
+            self.utt.current.cancel()
         if self.handle is not None:
             self.handle.close()
+        for g in self.helpers:
+            g.kill(block=False)
         if self.listener is not None:
             self.listener.stop()
         if self.listener_g is not None:
@@ -265,25 +429,35 @@ class Conversation:
 
     def _bot(self) -> Bot:
         h = self.handle
+        if h is not None and h.interrupted and self.cut is h:
+            return Bot.CUT
         if h is None or h.done:
-            return Bot.CUT if h is not None and h.interrupted and self.onset else Bot.SILENT
-        return Bot.CUT if h.interrupted else Bot.SPEAKING
+            return Bot.SILENT
+        return Bot.SPEAKING
 
     def _speech_started(self, ev: SpeechStarted) -> None:
         self.onset = ev.at
         self.partial = ""
+        self.judge_at_final = None
         if self._bot() is Bot.SPEAKING:
             self.call.call_later(self.cfg.turns.bargein_min_speech_ms / 1000, BARGEIN_TIMER)
 
     def _speech_ended(self, ev: SpeechEnded) -> None:
-        bot = self._bot()
-        if bot is Bot.SILENT or self.onset is None:
-            self.onset = None
-            return
-        speech_ms = int(getattr(ev, "speech_s", 0.0) * 1000)
-        self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(), speech_ms,
-                                self.partial))
+        self.call.cancel_timer(BARGEIN_TIMER)
+        if self._bot() is not Bot.SILENT and self.onset is not None:
+            # judged once more with the recognizer's words (the speculative final follows)
+            self.judge_at_final = int(getattr(ev, "speech_s", 0.0) * 1000)
         self.onset = None
+
+    def _final(self, ev: FinalTranscript) -> None:
+        if self.judge_at_final is not None:
+            speech_ms, self.judge_at_final = self.judge_at_final, None
+            bot = self._bot()
+            if bot is not Bot.SILENT:
+                self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
+                                        speech_ms, ev.text))
+        if ev.speculative:
+            self._speculate(ev.text)
 
     def _timer(self, name: str) -> None:
         if name == BARGEIN_TIMER and self.onset is not None and self._bot() is Bot.SPEAKING:
@@ -291,9 +465,11 @@ class Conversation:
             if self._judge(Observation(Bot.SPEAKING, Signal.SPEECH, self._interruptible(),
                                        speech_ms, self.partial)) is Decision.WAIT:
                 self.call.call_later(0.04, BARGEIN_TIMER)
+        elif name == FORK_TIMER:
+            self._speak_opening("timeout")
         elif name == DIGIT_TIMER and self.digits:
             self.digits = ""
-            self._turn_input(DialogNoInput(), None)
+            self._respond(DialogNoInput(), None)
 
     def _interruptible(self) -> bool:
         return self.handle.interruptible if self.handle is not None else True
@@ -302,6 +478,7 @@ class Conversation:
         verdict = decide(obs, self.cfg.turns)
         if verdict.decision is Decision.INTERRUPT and self.handle is not None:
             if self.handle.interrupt():
+                self.cut = self.handle
                 kind = "dtmf" if obs.signal is Signal.DTMF else "speech"
                 self.v.metrics.bargeins.labels(kind=kind).inc()
                 if self.onset is not None and kind == "speech":
@@ -309,33 +486,63 @@ class Conversation:
                         max(0.0, time.monotonic() - self.onset))
                 self.log.info("conversation.bargein", kind=kind, rule=verdict.rule,
                               why=verdict.why)
-        elif verdict.decision is Decision.RESUME and self.spoken is not None:
-            again = self.spoken.remaining_text()
+                self._after_cut()
+        elif verdict.decision is Decision.RESUME:
             self.v.metrics.bargeins.labels(kind="false").inc()
             self.log.info("conversation.resume", why=verdict.why)
-            if again:
-                self._speak(again, self.speaking_turn, interruptible=True)
+            self._resume()
         return verdict.decision
+
+    def _after_cut(self) -> None:
+        """A cut reply that ends the dialog (transfer, hangup) is carried out at once: the
+        caller has nothing left to say to this dialog, and must not wait in silence."""
+        h = self.handle
+        over = self.dialog is not None and self.dialog.listen is None
+        if h is not None and self.cut is h and self.pump is None and (self.pending or over):
+            self.played = h
+            self._reply_played()
+
+    def _resume(self) -> None:
+        """Say the cut sentence and the rest of the reply again (a false interruption)."""
+        old = self.utt
+        self.cut = None
+        if old is None or old.handle is not self.handle:
+            return
+        again = old.remaining()
+        if not again and not (self.pump is not None and not old.complete):
+            self._check_played(force=True)
+            return
+        utt = self._open_utterance(old.turn, old.handle.interruptible)
+        utt.queue.extend(again)
+        utt.complete = old.complete
+        self._next_sentence()
 
     # -- turns ------------------------------------------------------------------------------
 
     def _speculate(self, text: str) -> None:
-        """Answer the speculative transcript now and render the reply into the cache."""
+        """Answer the speculative transcript now; keep the reply until the turn commits."""
         self._drop_speculation()
-        if self.dialog is None or not text.strip() or self._bot() is Bot.SPEAKING:
+        if self.dialog is None or self.dialog.listen is None or not text.strip() \
+                or self._bot() is Bot.SPEAKING or self.deferred is not None \
+                or self.pump is not None:   # a streamed reply still running: no stale guess
             return
         proposal = self.dialog.propose(Speech(text, final=False))
+        if self.streaming:
+            self.spec_pump = _Pump(proposal, self.call.inbox.put_control, self.log, None,
+                                   text=text, live=False)
+            return
         reply = proposal.reply()
         self.spec = (text, proposal, reply)
         cache = self.v.speaker.cache
-        spoken = " ".join(reply.sentences)
-        if cache is not None and spoken and cache.get(self.v.speaker.primary, spoken,
-                                                      self.v.rate) is None:
-            gevent.spawn(self._prerender, spoken)
+        todo = [s for s in reply.sentences if s.strip() and cache is not None
+                and cache.get(self.v.speaker.primary, s, self.v.rate) is None]
+        if todo:
+            self.helpers = [g for g in self.helpers if not g.dead]
+            self.helpers.append(gevent.spawn(self._prerender, todo))
 
-    def _prerender(self, text: str) -> None:
+    def _prerender(self, texts: list[str]) -> None:
         try:
-            self.v.speaker.prepare([text])
+            self.v.speaker.prepare(texts)
         except Exception:
             self.log.exception("conversation.prerender_failed")
 
@@ -343,35 +550,148 @@ class Conversation:
         if self.spec is not None:
             self.spec[1].cancel()
             self.spec = None
+        if self.spec_pump is not None:
+            self.spec_pump.stop()
+            self.spec_pump = None
 
     def _committed(self, ev: TurnCommitted) -> None:
         turn = ev.turn
         turn.transcript = ev.text
-        if not ev.text.strip():
+        if self.judge_at_final is not None:      # no speculative final came: judge now
+            speech_ms, self.judge_at_final = self.judge_at_final, None
+            bot = self._bot()
+            if bot is not Bot.SILENT:
+                self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
+                                        speech_ms, ev.text))
+        bot = self._bot()
+        if bot is Bot.SPEAKING:
+            # the policy let the bot talk over this speech (backchannel, noise, or a prompt
+            # that cannot be interrupted): not a turn, unless it was real words over such a
+            # prompt, which are answered once the prompt has played
             self._drop_speculation()
-            if self.handle is not None and self.handle.interrupted and self.spoken is not None:
-                again = self.spoken.remaining_text()       # false interruption: carry on
-                if again:
-                    self._speak(again, self.speaking_turn, interruptible=True)
-                return
-            self._turn_input(DialogNoMatch("nothing recognized"), turn)
+            real = self._real_words(ev.text)
+            if real and not self._interruptible():
+                self.deferred = (Speech(ev.text), turn)
+            self.log.info("conversation.turn_over_bot", words=len(words_of(ev.text)),
+                          deferred=bool(real and not self._interruptible()))
             return
+        if bot is Bot.CUT and not self._real_words(ev.text):
+            self._drop_speculation()              # a cough / "mhm" cut the bot: carry on
+            self.v.metrics.bargeins.labels(kind="false").inc()
+            self._resume()
+            return
+        if not ev.text.strip():
+            self._respond(DialogNoMatch("nothing recognized"), turn)
+            return
+        self.call.cancel_timer(DIGIT_TIMER)
+        self.digits = ""
         if self.spec is not None and self.spec[0] == ev.text:
             _, proposal, reply = self.spec
             self.spec = None
-            proposal.commit()
+            self._end_previous_reply()
+            try:
+                proposal.commit()
+            except DialogError as e:             # stale: the dialog moved on (DTMF turn)
+                self.log.warning("conversation.speculation_stale", error=str(e))
+                self._respond(Speech(ev.text, final=True), turn)
+                return
+            self._after_dialog(reply, turn)
+        elif self.spec_pump is not None and self.spec_pump.text == ev.text:
+            pump, self.spec_pump = self.spec_pump, None
+            self._end_previous_reply()
+            self._go_live(pump, turn)
         else:
-            self._drop_speculation()
-            assert self.dialog is not None
-            reply = self.dialog.respond(Speech(ev.text, final=True))
-        self._after_dialog(reply, turn)
+            self._respond(Speech(ev.text, final=True), turn)
 
-    def _turn_input(self, inp: TurnInput, turn: Turn | None) -> None:
+    def _real_words(self, text: str) -> list[str]:
+        bc = {w for p in self.cfg.turns.backchannels for w in words_of(p)}
+        return [w for w in words_of(text) if w not in bc]
+
+    def _end_previous_reply(self) -> None:
+        """A new reply starts: the live LLM stream of the last one is cut and committed
+        (the history keeps what was produced), the cut bot yields the floor for good."""
+        self.cut = None
+        self.deferred = None
+        pump, self.pump = self.pump, None
+        if pump is not None:
+            pump.stop()
+            self._commit_pump(pump)
+
+    def _respond(self, inp: TurnInput, turn: Turn | None) -> None:
+        """Answer a committed turn input (speech, DTMF, no input, no match)."""
         if self.dialog is None or self.dialog.listen is None:
             return
         self._drop_speculation()
-        reply = self.dialog.respond(inp)
+        self._end_previous_reply()
+        proposal = self.dialog.propose(inp)
+        self._go(Trigger.THINK)
+        if self.streaming:
+            self._go_live(_Pump(proposal, self.call.inbox.put_control, self.log, turn), turn)
+            return
+        reply = proposal.reply()
+        proposal.commit()
         self._after_dialog(reply, turn)
+
+    def _go_live(self, pump: _Pump, turn: Turn | None) -> None:
+        """Make ``pump`` the reply of ``turn``: replay what it held back, speak the rest as
+        it comes."""
+        pump.live, pump.turn = True, turn
+        self.pump = pump
+        if turn is not None:
+            turn.mark("dialog")
+        held, pump.held = pump.held, []
+        for part in held:
+            self._part(pump, part)
+        if pump.finished:
+            self._finish_pump(pump)
+
+    def _part_ready(self, ev: PartReady) -> None:
+        pump = ev.pump
+        if pump is self.spec_pump and not pump.live:
+            pump.held.append(ev.part)
+        elif pump is self.pump:
+            self._part(pump, ev.part)
+
+    def _part(self, pump: _Pump, part: ReplyPart) -> None:
+        if isinstance(part, Prompt):
+            if part.filler and pump.spoke:
+                return
+            pump.spoke = pump.spoke or not part.filler
+            if self.utt is None or self.utt.turn is not pump.turn or self.utt.complete \
+                    or self.played is self.utt.handle:
+                self._open_utterance(pump.turn, interruptible=True)
+            if pump.turn is not None and not part.filler:
+                pump.turn.reply = f"{pump.turn.reply} {part.text}".strip()
+            self._say_more(part.text)
+        else:
+            self._action(part)
+
+    def _parts_done(self, ev: PartsDone) -> None:
+        pump = ev.pump
+        pump.finished = True
+        if pump is self.pump:
+            self._finish_pump(pump)
+
+    def _finish_pump(self, pump: _Pump) -> None:
+        self.pump = None
+        self._commit_pump(pump)
+        self._save_dialog()
+        if self.utt is not None and self.utt.turn is pump.turn and self.played is not \
+                self.utt.handle and (pump.spoke or self.utt.sentences or self.utt.queue):
+            self._end_utterance()
+            self._after_cut()
+        else:
+            self._reply_played()
+
+    def _commit_pump(self, pump: _Pump) -> None:
+        if pump.committed:
+            return
+        pump.committed = True
+        try:
+            pump.proposal.commit()
+        except DialogError as e:
+            self.log.warning("conversation.commit_stale", error=str(e))
+        self._apply_listen()
 
     def _after_dialog(self, reply: Reply, turn: Turn | None) -> None:
         if turn is not None:
@@ -382,67 +702,179 @@ class Conversation:
         self._reply(reply, turn)
 
     def _reply(self, reply: Reply, turn: Turn | None) -> None:
-        """Speak ``reply``; run its actions (terminal ones after it has played)."""
+        """Speak a complete ``reply``; run its actions (terminal ones after it has played)."""
+        self._apply_listen()
         for action in reply.actions:
-            if isinstance(action, SetVar):
+            self._action(action)
+        self._save_dialog()
+        for p in reply.prompts:
+            if p.audio:
+                self.log.warning("conversation.audio_prompt_spoken_as_text", audio=p.audio)
+        texts = [p.text for p in reply.prompts if p.text.strip()]
+        if not texts:
+            self._reply_played()
+            return
+        self._open_utterance(turn, interruptible=True)
+        for text in texts:
+            self._say_more(text)
+        self._end_utterance()
+
+    def _action(self, action: Action) -> None:
+        if isinstance(action, SetVar):
+            try:
                 self.call.control.setvar(action.name, action.value)
-            elif isinstance(action, EmitEvent):
-                self.log.info("conversation.event", name=action.name)
-            elif isinstance(action, Webhook):
-                gevent.spawn(_post_webhook, action, self.call.uuid, self.log)
-            elif isinstance(action, Transfer | Hangup):
-                self.pending.append(action)
+            except CallControlError as e:
+                self.log.warning("conversation.setvar_failed", name=action.name, error=str(e))
+        elif isinstance(action, EmitEvent):
+            self.log.info("conversation.event", name=action.name)
+        elif isinstance(action, Webhook):          # fire-and-forget, bounded by its deadline
+            gevent.spawn(_post_webhook, action, self.call.uuid, self.log)
+        elif isinstance(action, Transfer | Hangup):
+            self.pending.append(action)
+
+    def _save_dialog(self) -> None:
         if self.dialog is not None:
             state = self.dialog.state()
             self.record = self._with(dialog_state=state, flow_node=flow_node(state),
                                      turns=self.turns)
             self.v.store.save_call(self.record)
-        text = " ".join(reply.sentences)
-        if text:
-            self._speak(text, turn, interruptible=True)
-        else:
-            self._reply_played()
 
-    def _speak(self, text: str, turn: Turn | None, interruptible: bool) -> None:
-        if self.spoken is not None:
-            self.spoken.cancel()
+    def _apply_listen(self) -> None:
+        """Tell the recognizer what the next turn expects (a flow node's phrases)."""
+        listen = self.dialog.listen if self.dialog is not None else None
+        if self.recognizer is not None:
+            try:
+                self.recognizer.set_grammar(listen.grammar if listen is not None else None)
+            except Exception:                  # a grammar is an optimisation, never fatal
+                self.log.exception("conversation.grammar_failed")
+
+    # -- speaking ---------------------------------------------------------------------------
+
+    def _open_utterance(self, turn: Turn | None, interruptible: bool) -> _Utterance:
+        """A new reply with its own playback handle; whatever still plays is stopped."""
+        old = self.utt
+        if old is not None and old.current is not None:
+            old.current.cancel()
         if self.handle is not None and not self.handle.done:
-            self.handle.close()
+            try:
+                self.handle.interrupt()       # two replies never overlap
+            except PlaybackError as e:
+                self.log.warning("conversation.stop_failed", error=str(e))
         v, call = self.v, self.call
+        handle: PlaybackHandle
         if self.cfg.playback.mode == "stream":
-            self.handle = StreamPlayback(
+            handle = StreamPlayback(
                 lambda pcm: v.forks.send_binary(call.uuid, pcm),
                 lambda txt: v.forks.send_text(call.uuid, txt), v.rate, turn=turn,
                 metrics=v.metrics, interruptible=interruptible, call_uuid=call.uuid)
-            post: Callable[[object], object] | None = None
         else:
-            self.handle = FilePlayback(call.control, self.playback_dir(), turn=turn,
-                                       metrics=v.metrics, interruptible=interruptible,
-                                       call_uuid=call.uuid)
-            post = call.inbox.put_control
-        self.speaking_turn = turn
+            handle = FilePlayback(call.control, self.playback_dir(), turn=turn,
+                                  metrics=v.metrics, interruptible=interruptible,
+                                  call_uuid=call.uuid)
+        self.handle = handle
+        self.utt = _Utterance(handle, turn)
+        self.cut = None
         self.onset = None
         if self.listener is not None:
             self.listener.disarm_no_input()
-        self.spoken = v.speaker.say(text, self.handle, turn=turn, post=post)
+        self.helpers = [g for g in self.helpers if not g.dead]
+        self.helpers.append(gevent.spawn(self._watch, handle))
         self._go(Trigger.SPEAK)
+        return self.utt
+
+    def _say_more(self, text: str) -> None:
+        utt = self.utt
+        assert utt is not None
+        utt.queue.append(text)
+        if utt.current is None:
+            self._next_sentence()
+
+    def _end_utterance(self) -> None:
+        utt = self.utt
+        if utt is None:
+            return
+        utt.complete = True
+        if utt.current is None:
+            self._next_sentence()
+
+    def _next_sentence(self) -> None:
+        """Start synthesizing the next queued sentence, or finish the handle."""
+        utt = self.utt
+        if utt is None or utt.current is not None or utt.handle.done:
+            return
+        if utt.queue:
+            text = utt.queue.popleft()
+            utt.sentences.append(text)
+            utt.current = self.v.speaker.say(text, utt.handle, turn=utt.turn,
+                                             post=self.call.inbox.put_control)
+        elif utt.complete:
+            utt.handle.finish()
+            self._check_played()
+
+    def _synthesized(self, item: ChunkReady | ReplySynthesized) -> None:
+        utt = self.utt
+        if utt is None or item.reply is not utt.current:
+            return                              # a cancelled sentence's leftovers
+        if isinstance(item, ReplySynthesized):
+            utt.current = None
+            self._next_sentence()
+            return
+        before = len(utt.handle.pieces)
+        try:
+            item.reply.deliver(item)
+        except PlaybackError as e:
+            self.log.warning("conversation.playback_failed", error=str(e))
+        if len(utt.handle.pieces) > before:
+            utt.piece_sentence.append(len(utt.sentences) - 1)
+
+    def _watch(self, handle: PlaybackHandle) -> None:
+        """Post ``PlayedOut`` when ``handle`` is done, however it ends (stream-mode marks and
+        their grace timer finish it on other greenlets)."""
+        while not handle.wait(5.0):
+            if self.ended:
+                return
+        if not self.ended:
+            self.call.inbox.put_control(PlayedOut(handle))
 
     def playback_dir(self) -> Path:
         return self.v.playback_dir / self.call.uuid[:2]
+
+    def _fork_text(self, ev: ForkText) -> None:
+        """Stream mode: the module echoes our marks as they play out."""
+        try:
+            msg = json.loads(ev.text)
+        except ValueError:
+            return
+        if isinstance(msg, dict) and self.handle is not None:
+            self.handle.on_fork_message(msg)
+            self._check_played()
 
     def _esl(self, ev: EslEvent) -> None:
         name = ev.headers.get("Event-Name", "")
         if self.handle is not None:
             self.handle.on_event(name, ev.headers)
-            self._observe_latency()
         if name == "DTMF":
             self._dtmf(ev.headers.get("DTMF-Digit", ""))
         elif ev.headers.get("Event-Subclass", "").startswith("mod_audio_fork::"):
             self.log.info("conversation.fork_event", subclass=ev.headers["Event-Subclass"],
                           body=(ev.body or "")[:200])
-        if self.handle is not None and self.handle.done and self.call.state in (
-                CallState.SPEAKING, CallState.ANSWERED) and not self.handle.interrupted:
-            self._reply_played()
+        self._check_played()
+
+    def _check_played(self, force: bool = False) -> None:
+        """Once per reply: when its handle is done (and not cut), go on (``_reply_played``)."""
+        h = self.handle
+        if h is None or self.played is h or self.ended:
+            return
+        if not force and (not h.done or h.interrupted or h.closed):
+            return
+        if self.utt is not None and self.utt.handle is h and not self.utt.complete \
+                and not force:
+            return
+        if self.call.state not in (CallState.SPEAKING, CallState.ANSWERED,
+                                   CallState.THINKING, CallState.LISTENING):
+            return
+        self.played = h
+        self._reply_played()
 
     def _observe_latency(self) -> None:
         h = self.handle
@@ -453,7 +885,7 @@ class Conversation:
             answered = self.call.answered_at or self.origin
             self.v.metrics.answer_to_first_audio.labels(route=self.call.route_label).observe(
                 max(0.0, h.started - answered))
-        turn = self.speaking_turn
+        turn = self.utt.turn if self.utt is not None and self.utt.handle is h else None
         if turn is not None and turn.index not in self.latency_done:
             latency = turn.turn_latency()
             if latency is not None:
@@ -480,12 +912,20 @@ class Conversation:
                 return
             digits, self.digits = self.digits, ""
             self.call.cancel_timer(DIGIT_TIMER)
-            self._turn_input(Dtmf(digits), None)
+            self._key_turn(Dtmf(digits))
         else:
-            self._turn_input(Dtmf(digit), None)
+            self._key_turn(Dtmf(digit))
+
+    def _key_turn(self, inp: Dtmf) -> None:
+        if self._bot() is Bot.SPEAKING:        # over a prompt that cannot be interrupted
+            self.deferred = (inp, None)
+            return
+        self._respond(inp, None)
 
     def _reply_played(self) -> None:
-        """The reply finished playing: run the terminal action, or listen again."""
+        """The reply finished playing: run the terminal action, a deferred turn, or listen."""
+        if self.pump is not None:
+            return                             # the streamed reply is not complete yet
         if self.pending:
             action = self.pending.pop(0)
             self.pending.clear()
@@ -498,29 +938,47 @@ class Conversation:
         if self.dialog is not None and self.dialog.listen is None:
             self.call.request_hangup("NORMAL_CLEARING")
             return
+        if self.deferred is not None:
+            inp, turn = self.deferred
+            self.deferred = None
+            self._respond(inp, turn)
+            return
         self._go(Trigger.LISTEN)
         if self.listener is not None:
-            self.listener.arm_no_input()
+            self.listener.arm_no_input(self._no_input_at())
+
+    def _no_input_at(self) -> float:
+        """When the no-input wait starts, shifted so a node's ``no_input_ms`` applies."""
+        now = time.monotonic()
+        listen = self.dialog.listen if self.dialog is not None else None
+        if listen is None or listen.no_input_ms is None:
+            return now
+        return now + (listen.no_input_ms - self.v.policy.no_input_ms) / 1000
 
     def _go(self, trigger: Trigger) -> None:
         if self.call.machine.can(trigger):
             self.call.transition(trigger)
 
     def _with(self, **changes: Any) -> CallRecord:
-        import dataclasses
-
         return dataclasses.replace(self.record, updated_at=time.time(), **changes)
 
 
 def _post_webhook(hook: Webhook, call_uuid: str, log: Any) -> None:
-    """POST the webhook's payload as JSON; give up after its deadline. Never raises."""
+    """POST the webhook's payload as JSON; give up after its deadline. Never raises. The HTTP
+    exchange runs in the hub's threadpool, so a slow or dead server costs this greenlet only
+    (whether or not the process is monkey-patched)."""
     body = json.dumps({"call_uuid": call_uuid, **hook.payload}).encode()
     req = urllib.request.Request(hook.url, data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
-    try:
-        with gevent.Timeout(hook.deadline_ms / 1000), \
-                urllib.request.urlopen(req, timeout=hook.deadline_ms / 1000) as resp:
+    deadline = hook.deadline_ms / 1000
+
+    def post() -> int:
+        with urllib.request.urlopen(req, timeout=deadline) as resp:
             resp.read(4096)
-        log.info("conversation.webhook", status=resp.status)
+            return int(resp.status)
+
+    try:
+        status = gevent.get_hub().threadpool.spawn(post).get(timeout=deadline)
+        log.info("conversation.webhook", status=status)
     except (Exception, gevent.Timeout) as e:
         log.warning("conversation.webhook_failed", error=repr(e)[:200])

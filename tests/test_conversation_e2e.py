@@ -10,47 +10,9 @@ from typing import Any
 
 import gevent
 import pytest
-from prometheus_client import CollectorRegistry
+from conversation_rig import DID, Rig
 
-from callctl import config
-from callctl.conversation import Voice
-from callctl.daemon import Daemon
-from callctl.metrics import Metrics
 from callctl.sim import callers
-from callctl.sim.switch import Switch, SwitchConfig
-from callctl.store import open_store
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "callctl" / "examples"
-DID = "+15551230000"
-
-
-class Rig:
-    def __init__(self, tmp_path: Path, redis_url: str, asr: Any, tts: str = "espeak") -> None:
-        self.metrics = Metrics(CollectorRegistry())
-        self.dialplan: dict[str, str] = {}
-        self.sw = Switch(SwitchConfig(esl_port=0, dialplan=self.dialplan))
-        self.sw.start()
-        c = config
-        self.cfg = c.Config(
-            esl=c.EslConfig(listen_port=0, port=self.sw.esl_port, command_timeout_s=3.0,
-                            linger_s=5),
-            media=c.MediaConfig(listen_port=0),
-            metrics=c.MetricsConfig(listen_port=0),
-            tts=c.TtsConfig(engine=tts, cache_dir=str(tmp_path / "cache")),
-            playback=c.PlaybackConfig(dir=str(tmp_path / "playback")),
-            dialog=c.DialogConfig(flows_dir=str(EXAMPLES / "flows")),
-            store=c.StoreConfig(redis_url=redis_url, namespace=f"e2e{id(self)}"),
-            routes=(c.RouteConfig(did=DID, flow="front_desk"),),
-        )
-        self.store = open_store(self.cfg.store, self.metrics)
-        self.voice = Voice(self.cfg, self.metrics, store=self.store, asr=asr)
-        self.daemon = Daemon(self.cfg, self.metrics, conversation_factory=self.voice)
-        self.daemon.start()
-        self.dialplan[DID] = f"socket 127.0.0.1:{self.daemon.server.port} async full"
-
-    def close(self) -> None:
-        self.sw.stop()
-        self.daemon.close()
 
 
 @pytest.fixture

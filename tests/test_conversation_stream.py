@@ -1,0 +1,61 @@
+"""Stream playback mode end to end: the reply is streamed back on the jambonz bidirectional
+fork (paced L16 frames + marks), the emulator plays it to the caller, barge-in = killAudio."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation_rig import Rig
+
+from callctl import config
+from callctl.sim import callers
+
+
+@pytest.fixture
+def rig(tmp_path: Path, redis_url: str, whisper_engine: Any) -> Iterator[Rig]:
+    r = Rig(tmp_path, redis_url, whisper_engine,
+            playback=config.PlaybackConfig(mode="stream", dir=str(tmp_path / "playback")))
+    yield r
+    r.close()
+
+
+@pytest.mark.slow
+def test_stream_mode_greeting_and_reply_then_transfer(rig: Rig) -> None:
+    call, caller = rig.call([
+        callers.wait_for_bot(silence_s=0.6),
+        callers.say("Billing, please.", voice="piper"),
+        callers.wait_for_bot(silence_s=0.6),
+        callers.pause(1.0),
+    ])
+    rig.finish(call)
+    heard = call.heard()
+    assert len(heard) >= 2, heard
+    assert all(h.source == "stream" for h in heard), heard
+    # the greeting played out (only the reply's silent tail may be cut by the transfer)
+    assert not heard[0].interrupted, heard
+    assert rig.said[0].startswith("Thank you for calling Acme")
+    assert rig.said[-1] == "Connecting you to billing."
+    assert rig.transfers(call.uuid) == ["7001"]
+    # marks came back: the greeting was known to have played out, so the call listened
+    assert [lat for lat in callers.turn_latencies(caller.log, heard) if lat is not None]
+    assert not rig.playback_files()
+
+
+@pytest.mark.slow
+def test_stream_mode_bargein_kills_the_streamed_audio(rig: Rig) -> None:
+    call, caller = rig.call([
+        callers.barge_in("Technical support, please.", after_s=1.0),
+        callers.wait_for_bot(silence_s=0.6),
+        callers.pause(1.0),
+    ])
+    rig.finish(call)
+    heard = call.heard()
+    assert heard and heard[0].interrupted, heard        # killAudio cut the greeting
+    lat = [x for x in callers.barge_in_latencies(caller.log, heard) if x is not None]
+    assert lat and lat[0] < 3.0, (lat, caller.log)
+    assert rig.said[-1] == "Connecting you to technical support."
+    assert rig.transfers(call.uuid) == ["7002"]
+    assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 1
