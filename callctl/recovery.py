@@ -79,6 +79,8 @@ class Recovery:
         self.log = get_logger(component="reconcile", node=self.node_id)
         self.follow_up: gevent.Greenlet[Any, Any] | None = None
         self.ran = False
+        #: Decisions carried out by the last ``run`` (what ``reconcile.summary`` logs).
+        self.counts: dict[str, int] = {}
 
     def channels(self) -> list[FsChannel]:
         """FreeSWITCH's channels now. Raises EslError / ChannelListError."""
@@ -87,6 +89,7 @@ class Recovery:
     def run(self) -> ReconcilePlan | None:
         """Plan and execute once (module docstring). None if it could not run."""
         self.ran = True
+        self.counts = {"close": 0, "resume": 0, "end": 0, "skip": 0}
         try:
             plan = reconcile(self.store, self.node_id, self.channels())
         except (EslError, ChannelListError, StoreError) as e:
@@ -134,8 +137,7 @@ class Recovery:
                                  "it reaches a daemon")
         for s in plan.skip:
             self._skip(s.uuid, s.reason)
-        self.log.info("reconcile.summary", close=len(plan.close), resume=len(plan.resume),
-                      end=len(plan.end), skip=len(plan.skip))
+        self.log.info("reconcile.summary", **self.counts)
         if later_resume or later_end:
             self.follow_up = gevent.spawn_later(self.cfg.daemon.resume_grace_s,
                                                 self.finish, later_resume, later_end)
@@ -192,4 +194,5 @@ class Recovery:
         self.log.info("reconcile.skip", call_uuid=uuid, reason=reason)
 
     def _count(self, action: str) -> None:
+        self.counts[action] = self.counts.get(action, 0) + 1
         self.metrics.reconciled.labels(action=action).inc()

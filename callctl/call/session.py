@@ -306,7 +306,10 @@ class CallSession:
             self._finish()
 
     def _answer(self) -> None:
-        self.control.answer()
+        # A call coming back to the socket app (fallback chain after a daemon restart) is
+        # answered already: ``answer`` would be a no-op without a CHANNEL_ANSWER to wait for.
+        if self.channel.get("Answer-State") != "answered":
+            self.control.answer()
         self.answered_at = time.monotonic()
         self.transition(Trigger.ANSWER)
         self.log.info("call.answer", setup_ms=round((self.answered_at - self.started) * 1000))
