@@ -9,6 +9,8 @@ production) while this process keeps serving the daemon; the waits go through
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -134,13 +136,21 @@ def test_calls_and_show_list_live_calls_of_every_node_and_follow_to_the_end(
         text = rig.cli("show", call.uuid)
         assert call.uuid in text.out and "turn 1" in text.out and "bot:" in text.out
 
-        follower = gevent.subprocess.Popen(
-            [sys.executable, "-m", "callctl", "show", call.uuid, "--follow", "--interval",
-             "0.2", "--config", str(rig.cli_cfg)],
-            stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, env=env(),
-            cwd=REPO)
+        def follow(*extra: str) -> Any:
+            return gevent.subprocess.Popen(
+                [sys.executable, "-m", "callctl", "show", call.uuid, "--follow", *extra,
+                 "--config", str(rig.cli_cfg)],
+                stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, env=env(),
+                cwd=REPO)
+
+        follower, stopped = follow("--interval", "0.2"), follow("--json", "--interval", "0.5")
         gevent.sleep(1.5)
         assert follower.poll() is None, "--follow must keep running while the call is up"
+        stopped.send_signal(signal.SIGINT)                  # Ctrl-C: quiet exit 130
+        out, err = stopped.communicate(timeout=10)
+        assert stopped.returncode == 130 and b"Traceback" not in err, err.decode()
+        records = [json.loads(ln) for ln in out.decode().splitlines()]
+        assert records[0]["call"]["uuid"] == call.uuid and records[1]["turn"]["index"] == 1
         call.hangup()
         out, err = follower.communicate(timeout=20)
         assert follower.returncode == 0, err.decode()
