@@ -12,12 +12,19 @@ import urllib.request
 import wave
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gevent
 import numpy as np
+from prometheus_client import CollectorRegistry
 from testkit import REPO, free_port
 
-from callctl.sim.switch import SimCall
+from callctl import config
+from callctl.conversation import Voice
+from callctl.daemon import Daemon
+from callctl.metrics import Metrics
+from callctl.sim.switch import SimCall, Switch
+from callctl.store import open_store
 
 DID = "+15551230000"
 
@@ -145,3 +152,47 @@ def dial_keys(call: SimCall, digits: str, gap_s: float = 0.12) -> None:
     for d in digits:
         call.dtmf(d)
         gevent.sleep(gap_s)
+
+
+class InProcDaemon:
+    """A daemon in this process (``Daemon.run()`` in a greenlet: reconciliation, READY) with
+    the account flow on ``DID``, on the emulated switch ``sw``. ``stop()`` drains it."""
+
+    def __init__(self, sw: Switch, tmp: Path, redis_url: str, asr: Any, node_id: str,
+                 namespace: str, grace_s: float = 0.5, lease_s: float = 2.0,
+                 queue_size: int = 10000) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        c = config
+        self.cfg = c.Config(
+            daemon=c.DaemonConfig(node_id=node_id, resume_grace_s=grace_s, drain_timeout_s=0.3),
+            esl=c.EslConfig(listen_port=0, port=sw.esl_port, command_timeout_s=2.0, linger_s=3,
+                            reconnect_max_s=0.5),
+            media=c.MediaConfig(listen_port=0),
+            metrics=c.MetricsConfig(listen_port=0),
+            tts=c.TtsConfig(engine="espeak", fallback_engine="none",
+                            cache_dir=str(tmp / "cache")),
+            playback=c.PlaybackConfig(dir=str(tmp / "playback")),
+            dialog=c.DialogConfig(flows_dir=str(REPO / "callctl" / "examples" / "flows")),
+            store=c.StoreConfig(redis_url=redis_url, namespace=namespace, lease_s=lease_s,
+                                queue_size=queue_size, timeout_s=0.3),
+            routes=(c.RouteConfig(did=DID, flow="account"),),
+        )
+        self.store = open_store(self.cfg.store, self.metrics)
+        self.voice = Voice(self.cfg, self.metrics, store=self.store, asr=asr)
+        self.daemon = Daemon(self.cfg, self.metrics, conversation_factory=self.voice)
+        self.g = gevent.spawn(self.daemon.run)
+
+    def wait_ready(self, timeout: float = 20) -> bool:
+        return wait_for(lambda: self.daemon.ready, timeout)
+
+    @property
+    def socket_app(self) -> str:
+        return f"socket 127.0.0.1:{self.daemon.server.port} async full"
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def stop(self) -> None:
+        self.daemon._enqueue("TERM")
+        self.g.join(timeout=10)
+        self.g.kill()

@@ -126,6 +126,10 @@ class OutboundServer:
         if lease is not None and lease.refused:
             self._let_go(conn, channel, lease.holder)
             return
+        if lease is not None and lease.record is not None and lease.record.did:
+            # sent back to us with ``uuid_transfer … inline`` the destination number is the
+            # inline dialplan: route the resumed call by the number it was dialled with
+            channel = {**channel, "Caller-Destination-Number": lease.record.did}
         route, label, reject = self._admit(channel, cfg)
         if reject is not None:
             if lease is not None:
