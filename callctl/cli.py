@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("callctl.demo", "Run the emulated switch, the daemon and scripted callers."),
     "run": ("callctl.daemon", "Run the call-control daemon (the systemd service's job)."),
     "models": ("callctl.asr.models", "List, fetch (explicitly) and verify Vosk ASR models."),
+    "bench": ("callctl.bench.cli", "Measure turn latency under load, side by side with a "
+              "cloud-style baseline."),
     "status": ("callctl.noc", "Daemon, ESL link, Redis, models, capacity and nodes at a glance."),
     "calls": ("callctl.noc", "Live calls on every node (from Redis)."),
     "show": ("callctl.noc", "One call's timeline and transcript; --follow for live turns."),

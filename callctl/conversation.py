@@ -252,6 +252,10 @@ class _Utterance:
 class Conversation:
     """One call's dialog loop (module docstring). Every method runs in the call's greenlet."""
 
+    #: The listener built for each call (a subclass may swap it, e.g. ``callctl.bench``'s
+    #: cloud-style baseline; same constructor).
+    listener_class: type[Listener] = Listener
+
     def __init__(self, voice: Voice, call: CallSession) -> None:
         self.v = voice
         self.call = call
@@ -318,7 +322,7 @@ class Conversation:
         url, inbox = v.forks.register(call.uuid, v.rate)
         assert v.asr is not None
         self.recognizer = v.asr.acquire()
-        self.listener = Listener(
+        self.listener = self.listener_class(
             inbox, self.recognizer, Vad.from_config(self.cfg.vad, v.rate), v.policy,
             emit=self._from_listener, turn_factory=self._new_turn,
             padding_ms=self.cfg.asr.padding_ms,

@@ -13,7 +13,7 @@ kind of speech it was) and what the caller heard (``callctl.sim.interfaces.Heard
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,3 +125,57 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     import jiwer
 
     return float(jiwer.wer([p[0].lower() for p in pairs], [p[1].lower() for p in pairs]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Daemon-side records (the store's turn records) against the caller's timeline.
+# ---------------------------------------------------------------------------------------------
+
+
+def hop_samples(hops: Iterable[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Per hop name, the durations in seconds from turn records' ``hops_ms`` (ms) mappings.
+    Hop order follows first appearance."""
+    out: dict[str, list[float]] = {}
+    for h in hops:
+        for name, ms in h.items():
+            out.setdefault(name, []).append(float(ms) / 1000)
+    return out
+
+
+def match_transcripts(spoken: Sequence[Spoken], turn_starts: Sequence[tuple[float, str]],
+                      slack_s: float = 0.5) -> list[tuple[str, str]]:
+    """(reference, hypothesis) pairs for WER: each ``utterance``/``bargein`` with known text,
+    paired with the transcript of the daemon turn whose speech start (absolute monotonic
+    seconds) falls inside that speech (± ``slack_s``). The first matching turn wins; an
+    utterance no turn matched is paired with "" (every word deleted)."""
+    pairs: list[tuple[str, str]] = []
+    used: set[int] = set()
+    for s in spoken:
+        if s.kind not in ("utterance", "bargein") or not s.text.strip():
+            continue
+        hyp = ""
+        for i, (t, text) in enumerate(turn_starts):
+            if i not in used and s.speech_start - slack_s <= t <= s.speech_end + slack_s:
+                used.add(i)
+                hyp = text
+                break
+        pairs.append((s.text, hyp))
+    return pairs
+
+
+def cpu_per_call_minute(cpu_s: float, call_s: float) -> float:
+    """CPU seconds spent per minute of call (``call_s``: summed call durations); 0 if none."""
+    return cpu_s / (call_s / 60) if call_s > 0 else 0.0
+
+
+def max_calls_within_budget(rows: Sequence[tuple[int, float | None]], budget_s: float
+                            ) -> int | None:
+    """The highest concurrency whose p95 turn latency stays within ``budget_s``, counting up
+    from the lowest level and stopping at the first level over budget (or without data).
+    ``rows`` are (calls, p95 seconds or None). None if even the lowest level is over."""
+    best: int | None = None
+    for calls, p95 in sorted(rows):
+        if p95 is None or p95 > budget_s:
+            break
+        best = calls
+    return best

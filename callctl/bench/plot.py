@@ -3,12 +3,12 @@ latency vs concurrency. Uses matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
-def plot(report: dict[str, Any], samples: dict[str, Sequence[float]], path: Path) -> None:
+def plot(report: dict[str, Any], samples: Mapping[str, Sequence[float]], path: Path) -> None:
     """Write the plot to ``path``. ``samples`` maps "callctl"/"baseline" to turn latencies (s)."""
     import matplotlib
 

@@ -87,3 +87,73 @@ def test_report_schema_accepts_good_and_names_bad(tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     plot(report, {"callctl": [0.2, 0.3], "baseline": [1.0, 1.2]}, out)
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_hop_samples_and_cpu_per_call_minute() -> None:
+    from callctl.bench.measure import cpu_per_call_minute, hop_samples
+
+    hops = hop_samples([{"endpoint": 200.0, "dialog": 4.0}, {"endpoint": 300.0}, {}])
+    assert hops == {"endpoint": [0.2, 0.3], "dialog": [0.004]}
+    assert list(hops) == ["endpoint", "dialog"]
+    assert cpu_per_call_minute(6.0, 120.0) == pytest.approx(3.0)   # 6 s CPU over 2 call-min
+    assert cpu_per_call_minute(6.0, 0.0) == 0.0
+
+
+def test_transcripts_paired_by_speech_time() -> None:
+    from callctl.bench.measure import match_transcripts
+
+    spoken = [Spoken(1.0, 3.0, "utterance", "change my address"),
+              Spoken(4.0, 4.3, "backchannel", "mhm"),
+              Spoken(10.0, 12.0, "bargein", "wait one more question"),
+              Spoken(20.0, 22.0, "utterance", "never heard")]
+    turns = [(1.1, "change my dress"), (4.05, "hmm"), (9.8, "wait one more question"),
+             (30.0, "stray")]
+    pairs = match_transcripts(spoken, turns)
+    assert pairs == [("change my address", "change my dress"),
+                     ("wait one more question", "wait one more question"),
+                     ("never heard", "")]
+    assert word_error_rate([p[0] for p in pairs], [p[1] for p in pairs]) == pytest.approx(
+        (1 + 0 + 2) / 9)
+
+
+def test_max_calls_within_budget_stops_at_first_level_over() -> None:
+    from callctl.bench.measure import max_calls_within_budget
+
+    rows = [(20, 0.45), (1, 0.2), (5, 0.3), (10, 0.39), (40, 0.35)]
+    assert max_calls_within_budget(rows, 0.4) == 10      # 40 is under again, but 20 failed
+    assert max_calls_within_budget([(1, 0.5)], 0.4) is None
+    assert max_calls_within_budget([(1, 0.1), (5, None)], 0.4) == 1
+    assert max_calls_within_budget([], 0.4) is None
+
+
+def test_bench_script_kinds_and_flow() -> None:
+    """The scripted caller: each speech step has its kind, barge-ins follow a reply."""
+    from callctl.bench.runner import BENCH_FLOW, script
+    from callctl.sim import callers
+
+    steps, kinds = script(0, 6, lambda text: text)
+    said = [kinds[i] for i in sorted(kinds)]
+    assert said.count("utterance") == 4 and said.count("bargein") == 2
+    assert said.count("backchannel") == 3                 # greeting + turns 0 and 3
+    for i, kind in kinds.items():
+        step = steps[i]
+        assert isinstance(step, callers.BargeIn if kind != "utterance" else callers.Say)
+        if kind == "bargein":                             # talks over the reply to a say()
+            assert isinstance(steps[i - 2], callers.Say) or isinstance(steps[i - 1],
+                                                                        callers.Say)
+    assert isinstance(steps[0], callers.WaitAnswer)
+    assert any(isinstance(s, callers.Dtmf) and s.digits == "9" for s in steps)
+    import tomllib
+
+    flow = tomllib.loads(BENCH_FLOW)
+    assert flow["nodes"]["ask"]["intents"]["done"]["dtmf"] == "9"
+
+
+def test_proc_figures_of_this_process() -> None:
+    import os
+
+    from callctl.bench.runner import proc_cpu_s, proc_peak_rss_mb
+
+    sum(i * i for i in range(200_000))                   # burn a little CPU
+    assert proc_cpu_s(os.getpid()) > 0
+    assert proc_peak_rss_mb(os.getpid()) > 10
