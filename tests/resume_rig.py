@@ -111,14 +111,19 @@ def wait_ready(proc: subprocess.Popen[bytes], http_port: int, timeout: float = 6
 
 
 def readyz(http_port: int) -> tuple[int, bytes]:
-    """(status, body) of GET /readyz, (0, b"") if nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
+    """(status, body) of GET /readyz, (0, b"") if nothing answers. Runs in the hub's
+    threadpool: the daemon may be serving HTTP on this very hub."""
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz",
+                                        timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 0, b""
+    result: tuple[int, bytes] = gevent.get_hub().threadpool.apply(get)
+    return result
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
