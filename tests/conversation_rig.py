@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,11 +59,14 @@ class Rig:
         self.store = open_store(self.cfg.store, self.metrics)
         self.voice = Voice(self.cfg, self.metrics, store=self.store, asr=asr, speaker=speaker)
         self.said: list[str] = []
+        self.replies: list[Any] = []           # the Speaker's Reply objects, in order
         real_say = self.voice.speaker.say
 
         def say(text: str, *args: Any, **kw: Any) -> Any:
             self.said.append(text)
-            return real_say(text, *args, **kw)
+            reply = real_say(text, *args, **kw)
+            self.replies.append(reply)
+            return reply
 
         self.voice.speaker.say = say  # type: ignore[method-assign]
         self.daemon = Daemon(self.cfg, self.metrics, conversation_factory=self.voice)
@@ -116,12 +120,15 @@ class HttpRecorder:
         self.bodies: list[bytes] = []
         self.delay_s = delay_s
         self.got = threading.Event()
+        self.first_at: float | None = None
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 rec.bodies.append(self.rfile.read(n))
+                if rec.first_at is None:
+                    rec.first_at = time.monotonic()
                 rec.got.set()
                 threading.Event().wait(rec.delay_s)
                 try:

@@ -1,0 +1,252 @@
+"""How the dialog loop behaves with real callers, end to end through the emulator (real ESL
+and fork sockets, real Whisper, real espeak/Piper, real Redis): silence, nonsense, keys over
+the bot, backchannels, false interruptions, hanging up mid-sentence, slow webhooks, failing
+TTS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conversation_rig import EXAMPLES, HttpRecorder, Rig, write_flow
+from prometheus_client import CollectorRegistry
+
+from callctl import config
+from callctl.conversation import Voice
+from callctl.metrics import Metrics
+from callctl.sim import callers
+from callctl.tts import EngineUnavailable
+
+GREETING = "Thank you for calling Acme. Would you like billing, technical support, or an agent?"
+REPROMPT = "Please say billing, technical support, or agent. You can also press 1, 2 or 0."
+
+PICKY = """
+[flow]
+start = "greeting"
+retries = 1
+on_fail = "agent"
+
+[nodes.greeting]
+say = "Say billing or agent."
+input = "intent"
+reprompt = "Please say billing or agent."
+no_match = "Sorry, I didn't understand that."
+no_input = "Sorry, I didn't hear anything."
+
+[nodes.greeting.intents.billing]
+phrases = ["billing"]
+goto = "billing"
+
+[nodes.greeting.intents.agent]
+phrases = ["agent"]
+goto = "agent"
+
+[nodes.billing]
+say = "Noted."
+[[nodes.billing.actions]]
+type = "webhook"
+url = "URL"
+payload = { department = "billing" }
+deadline_ms = 1000
+[[nodes.billing.actions]]
+type = "hangup"
+
+[nodes.agent]
+say = "Connecting you to an agent."
+[[nodes.agent.actions]]
+type = "transfer"
+dest = "7000"
+"""
+
+CHATTY = """
+[flow]
+start = "greeting"
+
+[nodes.greeting]
+say = "Hello {caller}. This is a long message that goes on for a while. It has a second \
+sentence about our opening hours. And a third one about the weather. Goodbye now."
+[[nodes.greeting.actions]]
+type = "hangup"
+"""
+
+
+def rig_for(tmp_path: Path, redis_url: str, asr: Any, **kw: Any) -> Rig:
+    return Rig(tmp_path, redis_url, asr, **kw)
+
+
+@pytest.mark.slow
+def test_silence_gets_the_no_input_reprompt(tmp_path: Path, redis_url: str,
+                                            whisper_engine: Any) -> None:
+    rig = rig_for(tmp_path, redis_url, whisper_engine,
+                  turns=config.TurnsConfig(no_input_ms=800))
+    try:
+        call, _ = rig.call([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0),
+                            callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    assert rig.said[:3] == [GREETING, "Sorry, I didn't hear anything.", REPROMPT], rig.said
+    assert len(call.heard()) >= 2
+
+
+@pytest.mark.slow
+def test_nonsense_twice_reprompts_then_hands_over(tmp_path: Path, redis_url: str,
+                                                  whisper_engine: Any) -> None:
+    flows = write_flow(tmp_path / "flows", "picky", PICKY.replace("URL", "http://127.0.0.1:9/"))
+    rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
+    try:
+        call, _ = rig.call([
+            callers.wait_for_bot(silence_s=0.4),
+            callers.say("Purple elephants are dancing.", voice="piper"),
+            callers.wait_for_bot(silence_s=0.4),
+            callers.say("The weather is lovely today.", voice="piper"),
+            callers.wait_for_bot(silence_s=0.4),
+            callers.pause(1.0),
+        ])
+        rig.finish(call)
+    finally:
+        rig.close()
+    assert rig.said == ["Say billing or agent.", "Sorry, I didn't understand that.",
+                        "Please say billing or agent.", "Connecting you to an agent."], rig.said
+    assert rig.transfers(call.uuid) == ["7000"]
+
+
+@pytest.mark.slow
+def test_dtmf_barges_in_over_the_greeting(tmp_path: Path, redis_url: str,
+                                          whisper_engine: Any) -> None:
+    rig = rig_for(tmp_path, redis_url, whisper_engine)
+    try:
+        call, _ = rig.call([callers.pause(1.5), callers.dtmf("1"),
+                            callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
+        rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert heard[0].interrupted, heard
+    assert rig.said == [GREETING, "Connecting you to billing."], rig.said
+    assert rig.transfers(call.uuid) == ["7001"]
+    assert rig.sample("callctl_bargeins_total", {"kind": "dtmf"}) == 1
+
+
+@pytest.mark.slow
+def test_backchannel_does_not_cut_the_bot(tmp_path: Path, redis_url: str,
+                                          whisper_engine: Any) -> None:
+    rig = rig_for(tmp_path, redis_url, whisper_engine,
+                  turns=config.TurnsConfig(bargein_min_words=1))
+    try:
+        call, caller = rig.call([callers.barge_in("Okay.", after_s=1.0),
+                                 callers.wait_for_bot(silence_s=0.5), callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert [r.kind for r in caller.log if r.ok][:1] == ["barge_in"], caller.log
+    assert heard and not heard[0].interrupted, heard       # the greeting played on
+    assert rig.said == [GREETING], rig.said                  # and "okay" was not a turn
+    assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 0
+
+
+@pytest.mark.slow
+def test_false_interruption_repeats_the_cut_sentence(tmp_path: Path, redis_url: str,
+                                                     whisper_engine: Any) -> None:
+    # speech length alone interrupts (bargein_min_words = 0); the recognizer then hears
+    # only "uh huh": the bot says the cut sentence again instead of falling silent
+    rig = rig_for(tmp_path, redis_url, whisper_engine)
+    try:
+        call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
+                            callers.wait_for_bot(silence_s=0.5), callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert heard[0].interrupted, heard
+    assert any(not h.interrupted for h in heard[1:]), heard
+    assert rig.said == [GREETING, GREETING], rig.said
+    assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 1
+
+
+@pytest.mark.slow
+def test_hangup_mid_sentence_leaves_nothing_behind(tmp_path: Path, redis_url: str,
+                                                   whisper_engine: Any) -> None:
+    flows = write_flow(tmp_path / "flows", "chatty", CHATTY)
+    rig = rig_for(tmp_path, redis_url, whisper_engine, flow="chatty", flows_dir=flows)
+    try:
+        call, _ = rig.call([callers.pause(1.2), callers.hangup()])
+        rig.finish(call)
+        time.sleep(0.3)
+        assert rig.replies
+        for reply in rig.replies:                   # no synthesis goes on after the call
+            assert reply.greenlet is None or reply.greenlet.dead
+            assert reply.playback.done
+        assert rig.playback_files() == []           # every WAV written for it was deleted
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert heard and heard[-1].interrupted, heard
+
+
+@pytest.mark.slow
+def test_slow_webhook_does_not_hold_up_the_call(tmp_path: Path, redis_url: str,
+                                                whisper_engine: Any) -> None:
+    server = HttpRecorder(delay_s=4.0)
+    flows = write_flow(tmp_path / "flows", "picky", PICKY.replace("URL", server.url))
+    rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
+    try:
+        call, _ = rig.call([callers.wait_for_bot(silence_s=0.4),
+                            callers.say("Billing.", voice="piper"),
+                            callers.wait_for_bot(silence_s=0.4), callers.pause(2.0)])
+        cause = rig.finish(call)
+        ended = time.monotonic()
+        assert server.got.wait(5)
+    finally:
+        rig.close()
+        server.close()
+    assert rig.said == ["Say billing or agent.", "Noted."], rig.said
+    assert cause == "NORMAL_CLEARING"
+    assert b'"department": "billing"' in server.bodies[0] and call.uuid.encode() in \
+        server.bodies[0]
+    # the call was over while the server was still sitting on the request
+    assert server.first_at is not None and ended < server.first_at + server.delay_s
+
+
+@pytest.mark.slow
+def test_failing_tts_engine_falls_back_never_dead_air(tmp_path: Path, redis_url: str,
+                                                      whisper_engine: Any) -> None:
+    rig = rig_for(tmp_path, redis_url, whisper_engine,
+                  tts=config.TtsConfig(engine="espeak", voice="zz-no-such-voice",
+                                       fallback_engine="piper", deadline_ms=5000,
+                                       cache_dir=str(tmp_path / "cache")))
+    try:
+        call, _ = rig.call([callers.wait_for_bot(silence_s=0.4), callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    assert call.heard(), "dead air"
+    assert rig.replies[0].sources and set(rig.replies[0].sources) <= {"piper", "one_moment"}
+    assert rig.sample("callctl_engine_failures_total", {"engine": "espeak"}) >= 1
+
+
+def test_missing_voice_is_a_clear_one_line_startup_error(tmp_path: Path) -> None:
+    cfg = config.Config(
+        tts=config.TtsConfig(engine="piper", voice=str(tmp_path / "nope.onnx"),
+                             cache_dir=str(tmp_path / "cache")),
+        dialog=config.DialogConfig(flows_dir=str(EXAMPLES / "flows")),
+        routes=(config.RouteConfig(did="1", flow="front_desk"),))
+    with pytest.raises(EngineUnavailable) as e:
+        Voice(cfg, Metrics(CollectorRegistry()))
+    assert "\n" not in str(e.value) and str(tmp_path / "nope.onnx") in str(e.value)
+    # and the daemon says so in one line and exits 1
+    conf = tmp_path / "callctl.toml"
+    conf.write_text(f'[tts]\nengine = "piper"\nvoice = "{tmp_path / "nope.onnx"}"\n'
+                    f'cache_dir = "{tmp_path / "cache"}"\n'
+                    f'[dialog]\nflows_dir = "{EXAMPLES / "flows"}"\n'
+                    '[[routes]]\ndid = "1"\nflow = "front_desk"\n')
+    proc = subprocess.run([sys.executable, "-m", "callctl", "run", "--config", str(conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("callctl: cannot start")]
+    assert len(lines) == 1 and "nope.onnx" in lines[0], proc.stderr
