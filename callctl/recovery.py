@@ -24,9 +24,10 @@ node_id, channels)`` → each decision is carried out and logged on one line
 ==========  ==================================================================================
 
 Contract: never raises; a store or switch that does not answer makes the run log
-``reconcile.failed`` and return None (the daemon goes on; calls still re-enter and resume by
-lease). Runs in the daemon's main greenlet, bounded by the store and ESL timeouts; the
-follow-up after the grace period runs in its own greenlet.
+``reconcile.failed`` and return None; it is retried ``RETRIES`` times every ``RETRY_S``
+seconds (the daemon goes on meanwhile; calls still re-enter and resume by lease). The first
+run is in the daemon's main greenlet, bounded by the store and ESL timeouts; retries and the
+follow-up after the grace period run in their own greenlets.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ from callctl.store import (
 )
 
 KILL_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+#: A run that could not read the store or the channel list is retried this often, this long
+#: after (in its own greenlet; the daemon is READY meanwhile: calls still resume by lease).
+RETRIES = 5
+RETRY_S = 5.0
 
 
 class Recovery:
@@ -79,6 +84,7 @@ class Recovery:
         self.log = get_logger(component="reconcile", node=self.node_id)
         self.follow_up: gevent.Greenlet[Any, Any] | None = None
         self.ran = False
+        self.attempts = 0
         #: Decisions carried out by the last ``run`` (what ``reconcile.summary`` logs).
         self.counts: dict[str, int] = {}
 
@@ -93,7 +99,12 @@ class Recovery:
         try:
             plan = reconcile(self.store, self.node_id, self.channels())
         except (EslError, ChannelListError, StoreError) as e:
-            self.log.error("reconcile.failed", error=str(e)[:300])
+            self.attempts += 1
+            again = self.attempts < RETRIES
+            self.log.error("reconcile.failed", error=str(e)[:300], attempt=self.attempts,
+                           retry_in_s=RETRY_S if again else None)
+            if again:
+                self.follow_up = gevent.spawn_later(RETRY_S, self.run)
             return None
         later_resume: list[str] = []
         later_end: list[str] = []
