@@ -31,10 +31,11 @@ back) while the endpoint timer runs; the committed turn then plays it (or drops 
 transcript changed). Caller speech over the bot is judged by ``callctl.bargein``: during
 speech (a timer re-asks every 40 ms after ``bargein_min_speech_ms``) and once more when the
 speech ended, with the recognizer's speculative final words (Whisper has no partials). A
-turn committed while the bot is still speaking was judged not to be a barge-in (backchannel,
-noise) and is dropped, except over a prompt that cannot be interrupted, where it is answered
-once the prompt has played. After a false interruption the cut sentence and the rest of the
-reply are said again.
+turn committed while the bot is still speaking was judged not to be a barge-in: a backchannel
+or noise is dropped, real words (too few to interrupt, or over a prompt that cannot be
+interrupted) are answered once the reply has played. After a false interruption the cut
+sentence and the rest of the reply are said again. A cut reply that ends the dialog
+(transfer, hangup) is carried out at once.
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class Conversation:
         self.turns = 0
         self.partial = ""
         self.onset: float | None = None
-        self.judge_at_final: int | None = None       # speech ms awaiting the final's words
+        self.judge_at_final: tuple[int, float] | None = None   # (speech ms, onset) to judge
         self.digits = ""
         self.first_audio = False
         self.latency_done: set[int] = set()
@@ -450,18 +451,23 @@ class Conversation:
         self.call.cancel_timer(BARGEIN_TIMER)
         if self._bot() is not Bot.SILENT and self.onset is not None:
             # judged once more with the recognizer's words (the speculative final follows)
-            self.judge_at_final = int(getattr(ev, "speech_s", 0.0) * 1000)
+            self.judge_at_final = (int(getattr(ev, "speech_s", 0.0) * 1000), self.onset)
         self.onset = None
 
     def _final(self, ev: FinalTranscript) -> None:
-        if self.judge_at_final is not None:
-            speech_ms, self.judge_at_final = self.judge_at_final, None
-            bot = self._bot()
-            if bot is not Bot.SILENT:
-                self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
-                                        speech_ms, ev.text))
+        self._judge_stopped(ev.text)
         if ev.speculative:
             self._speculate(ev.text)
+
+    def _judge_stopped(self, text: str) -> None:
+        """The caller's speech over the bot ended: judge it with the recognizer's words."""
+        if self.judge_at_final is None:
+            return
+        (speech_ms, onset), self.judge_at_final = self.judge_at_final, None
+        bot = self._bot()
+        if bot is not Bot.SILENT:
+            self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
+                                    speech_ms, text), onset)
 
     def _timer(self, name: str) -> None:
         if name == BARGEIN_TIMER and self.onset is not None and self._bot() is Bot.SPEAKING:
@@ -478,16 +484,22 @@ class Conversation:
     def _interruptible(self) -> bool:
         return self.handle.interruptible if self.handle is not None else True
 
-    def _judge(self, obs: Observation) -> Decision:
+    def _judge(self, obs: Observation, onset: float | None = None) -> Decision:
         verdict = decide(obs, self.cfg.turns)
         if verdict.decision is Decision.INTERRUPT and self.handle is not None:
-            if self.handle.interrupt():
+            try:
+                cut = self.handle.interrupt()
+            except PlaybackError as e:         # the stop command failed; the reply is over
+                self.log.warning("conversation.stop_failed", error=str(e))
+                cut = True
+            if cut:
                 self.cut = self.handle
                 kind = "dtmf" if obs.signal is Signal.DTMF else "speech"
                 self.v.metrics.bargeins.labels(kind=kind).inc()
-                if self.onset is not None and kind == "speech":
+                onset = onset if onset is not None else self.onset
+                if onset is not None and kind == "speech":
                     self.v.metrics.bargein_latency.labels(route=self.call.route_label).observe(
-                        max(0.0, time.monotonic() - self.onset))
+                        max(0.0, time.monotonic() - onset))
                 self.log.info("conversation.bargein", kind=kind, rule=verdict.rule,
                               why=verdict.why)
                 self._after_cut()
@@ -561,23 +573,18 @@ class Conversation:
     def _committed(self, ev: TurnCommitted) -> None:
         turn = ev.turn
         turn.transcript = ev.text
-        if self.judge_at_final is not None:      # no speculative final came: judge now
-            speech_ms, self.judge_at_final = self.judge_at_final, None
-            bot = self._bot()
-            if bot is not Bot.SILENT:
-                self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
-                                        speech_ms, ev.text))
+        self._judge_stopped(ev.text)              # when no speculative final came
         bot = self._bot()
         if bot is Bot.SPEAKING:
-            # the policy let the bot talk over this speech (backchannel, noise, or a prompt
-            # that cannot be interrupted): not a turn, unless it was real words over such a
-            # prompt, which are answered once the prompt has played
+            # the policy let the bot talk over this speech: a backchannel or noise is not a
+            # turn; real words (too few to interrupt, or over a prompt that cannot be
+            # interrupted) are answered once the reply has played
             self._drop_speculation()
-            real = self._real_words(ev.text)
-            if real and not self._interruptible():
-                self.deferred = (Speech(ev.text), turn)
+            real = bool(self._real_words(ev.text))
+            if real:
+                self.deferred = (Speech(ev.text, final=True), turn)
             self.log.info("conversation.turn_over_bot", words=len(words_of(ev.text)),
-                          deferred=bool(real and not self._interruptible()))
+                          deferred=real)
             return
         if bot is Bot.CUT and not self._real_words(ev.text):
             self._drop_speculation()              # a cough / "mhm" cut the bot: carry on
