@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")   # letters of any script (Korean flows too)
 
 UNITS = {
     "zero": 0, "oh": 0, "o": 0, "nought": 0, "nil": 0, "one": 1, "two": 2, "three": 3,
@@ -85,7 +85,7 @@ def digits(text: str) -> str | None:
             flush()
             repeat = REPEAT[tok]
             continue
-        if tok.isdigit():
+        if tok.isascii() and tok.isdigit():
             flush()
             out.append(tok * repeat if len(tok) == 1 else tok)
             repeat = 1
