@@ -11,6 +11,8 @@ import gevent
 import pytest
 from conversation_rig import Rig, write_flow
 
+from callctl.asr.vosk import VoskRecognizer
+from callctl.conversation import Conversation
 from callctl.sim import callers
 
 YES_NO = """
@@ -60,14 +62,14 @@ def test_node_phrases_restrict_the_recognizer(tmp_path: Path, redis_url: str,
                             callers.say("I need to book an appointment for next Tuesday.",
                                         voice="piper"),
                             callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
-        with gevent.Timeout(10):                  # the grammar is set once the greeting
-            while not grammars:                    # is said (the node is current)
+        with gevent.Timeout(15):      # in effect from the caller's first words on
+            while not grammars:
                 for session in rig.daemon.registry:
                     conv = session.conversation
-                    if conv is not None and conv.recognizer is not None \
-                            and conv.recognizer._want is not None:
-                        grammars.append(conv.recognizer._want)
-                gevent.sleep(0.05)
+                    rec = conv.recognizer if isinstance(conv, Conversation) else None
+                    if isinstance(rec, VoskRecognizer) and rec.grammar is not None:
+                        grammars.append(rec.grammar)
+                gevent.sleep(0.02)
         rig.finish(call)
     finally:
         rig.close()
