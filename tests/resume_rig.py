@@ -179,7 +179,7 @@ class InProcDaemon:
             playback=c.PlaybackConfig(dir=str(tmp / "playback")),
             dialog=c.DialogConfig(flows_dir=str(REPO / "callctl" / "examples" / "flows")),
             store=c.StoreConfig(redis_url=redis_url, namespace=namespace, lease_s=lease_s,
-                                queue_size=queue_size, timeout_s=0.3),
+                                queue_size=queue_size, timeout_s=0.3, retry_max_s=0.5),
             routes=(c.RouteConfig(did=DID, flow="account"),),
         )
         self.store = open_store(self.cfg.store, self.metrics)

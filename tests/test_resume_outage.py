@@ -24,7 +24,7 @@ def ready_body(rig: InProcDaemon) -> tuple[int, dict[str, Any]]:
 @pytest.mark.slow
 def test_redis_stopped_mid_call(tmp_path: Path, vosk_engine: Any) -> None:
     server = RedisServer()
-    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0))
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, speed=4.0))
     sw.start()
     rig = InProcDaemon(sw, tmp_path, server.url, vosk_engine, "node-a",
                        f"outage{uuidlib.uuid4().hex[:8]}", queue_size=10)

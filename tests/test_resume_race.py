@@ -21,7 +21,7 @@ from callctl.sim.switch import Switch, SwitchConfig
 def test_two_daemons_never_drive_one_call(tmp_path: Path, redis_url: str,
                                           vosk_engine: Any) -> None:
     dialplan: dict[str, str] = {}
-    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, dialplan=dialplan))
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, speed=4.0, dialplan=dialplan))
     sw.start()
     ns = f"race{uuidlib.uuid4().hex[:8]}"
     a = InProcDaemon(sw, tmp_path / "a", redis_url, vosk_engine, "node-a", ns, lease_s=1.0)

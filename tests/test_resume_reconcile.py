@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from resume_rig import DID, InProcDaemon, dial_keys, wait_for, wait_quiet
-from testkit import REPO
+from testkit import REPO, RedisServer
 
 from callctl import config, recovery
 from callctl.dialog import Dialogs
@@ -42,7 +41,7 @@ def parked(sw: Switch) -> SimCall:
 
 @pytest.mark.slow
 def test_startup_reconciliation(tmp_path: Path, redis_url: str, vosk_engine: Any) -> None:
-    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, dialplan={PARKED: "park"}))
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, speed=4.0, dialplan={PARKED: "park"}))
     sw.start()
     ns = f"recon{uuidlib.uuid4().hex[:8]}"
     rig: InProcDaemon | None = None
@@ -93,31 +92,31 @@ def test_startup_reconciliation(tmp_path: Path, redis_url: str, vosk_engine: Any
 
 @pytest.mark.slow
 def test_reconciliation_retried_when_redis_did_not_answer(
-        tmp_path: Path, redis_url: str, vosk_engine: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recovery, "RETRY_S", 0.3)
+        tmp_path: Path, vosk_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recovery, "RETRY_S", 1.5)
+    server = RedisServer()
+    server.stop()                                   # Redis is down when the daemon starts
     sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0))
     sw.start()
     ns = f"recon{uuidlib.uuid4().hex[:8]}"
-    store = open_store(config.StoreConfig(redis_url=redis_url, namespace=ns))
-    store.start()
-    gone = str(uuidlib.uuid4())
-    store.call_started(CallRecord(uuid=gone, node="node-a", state="answered", did=DID))
-    assert store.flush(5)
-    raw = redis.Redis.from_url(redis_url)
-    rig: InProcDaemon | None = None
+    rig = InProcDaemon(sw, tmp_path, server.url, vosk_engine, "node-a", ns)
+    store: SessionStore | None = None
     try:
-        raw.execute_command("CLIENT", "PAUSE", 2500, "ALL")   # Redis stops answering
-        rig = InProcDaemon(sw, tmp_path, redis_url, vosk_engine, "node-a", ns)
         assert rig.wait_ready()
-        assert rig.daemon.recovery.attempts >= 1
+        assert wait_for(lambda: rig.daemon.recovery.attempts >= 1, 5)   # failed, will retry
+        server.start()
+        store = open_store(config.StoreConfig(redis_url=server.url, namespace=ns))
+        store.start()
+        gone = str(uuidlib.uuid4())
+        store.call_started(CallRecord(uuid=gone, node="node-a", state="answered", did=DID))
+        assert store.flush(5)
         assert wait_for(lambda: (r := store.get_call(gone)) is not None and r.ended, 15)
         rec = store.get_call(gone)
         assert rec is not None and rec.end_cause == LOST_CAUSE
         assert rig.metric("callctl_reconciled_calls_total", action="close") == 1
     finally:
-        raw.close()
-        store.close()
-        if rig is not None:
-            rig.stop()
+        if store is not None:
+            store.close()
+        rig.stop()
         sw.stop()
+        server.stop()
