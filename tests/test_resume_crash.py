@@ -35,7 +35,7 @@ from callctl.store import SessionStore, open_store
 #: The longest silence the caller may hear between the crash and the resumed bot speaking
 #: (socket re-entry + the restarted daemon's answer + the first prompt; loose on purpose).
 MAX_GAP_S = 4.0
-HOLD_S = 2.0
+HOLD_S = 3.0                 # 1.5 s at the emulator speed 2
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_sigkill_mid_call_resumes_where_it_left_off(tmp_path: Path, redis_url: s
     hold = write_tone(tmp_path / "hold.wav", HOLD_S)
     # More re-entries than the shipped dialplan's one: a daemon loading Vosk on a busy CI
     # machine may need several hold prompts' time to come back.
-    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0,
+    sw = Switch(SwitchConfig(esl_port=0, event_delay_s=0.0, speed=2.0,
                              dialplan={DID: fallback_chain(esl_port, hold, tries=8)}))
     sw.start()
     cfg, http_port = write_config(tmp_path / "callctl.toml", tmp_path, esl_port, sw.esl_port,
@@ -96,6 +96,9 @@ def test_sigkill_mid_call_resumes_where_it_left_off(tmp_path: Path, redis_url: s
                          if not h.source.endswith("hold.wav"))
         assert wait_quiet(call, heard_before + 2, 0.6, 30)
         gap = max_silence(call, killed_at, resumed_at)
+        holds = sum(h.source.endswith("hold.wav") for h in call.heard())
+        print(f"back after {resumed_at - killed_at:.1f} s ({holds} hold prompts), "
+              f"longest silence {gap:.2f} s")
         assert gap <= MAX_GAP_S, (gap, call.heard())
         assert any(h.source.endswith("hold.wav") for h in call.heard()[heard_before:])
 
