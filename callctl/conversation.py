@@ -20,10 +20,12 @@ three hooks run in the call's own greenlet:
 Speaking: one reply = one ``_Utterance`` = one ``PlaybackHandle``. Its sentences (one per
 ``Prompt``) are synthesized one after another by the ``Speaker`` into that handle (sentence
 *n + 1* is synthesized while *n* plays); the handle is finished once the dialog said the reply
-is complete. Scripted flows answer instantly (``Proposal.reply()`` on the call's greenlet).
-The LLM streams: its ``Proposal.parts()`` runs in a ``_Pump`` greenlet that posts each part
-(sentence, filler, action) to the call's inbox as it completes, so TTS starts on the first
-sentence while the model is still writing the rest.
+is complete. A prompt with a prerecorded ``audio`` file is played from it (its text is
+synthesized instead when the file is unusable). Scripted flows answer instantly
+(``Proposal.reply()`` on the call's greenlet). The LLM streams: its ``Proposal.parts()``
+runs in a ``_Pump`` greenlet that posts each part (sentence, filler, action) to the call's
+inbox as it completes, so TTS starts on the first sentence while the model is still writing
+the rest.
 
 Turns: the speculative final transcript is answered at once (flows: the reply is computed and
 its sentences rendered into the prompt cache; LLM: the request is sent and its parts are held
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import numpy as np
 
 from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
 from callctl.bargein import Bot, Decision, Observation, Signal, decide, words_of
@@ -93,6 +96,7 @@ from callctl.resume import RESUMED_FIELDS, flow_node, resume_reply
 from callctl.store import SessionStore, open_store
 from callctl.store.base import CallRecord, TurnRecord
 from callctl.tts import build_speaker
+from callctl.tts.base import AudioChunk, TtsError, read_wav, resample
 from callctl.tts.speaker import ChunkReady, ReplySynthesized, Speaker
 from callctl.tts.speaker import Reply as SpokenReply
 from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
@@ -224,19 +228,28 @@ class _Pump:
         self.proposal.cancel()
 
 
+@dataclass(frozen=True)
+class _Line:
+    """One sentence of a reply: synthesized from ``text``, or the prerecorded ``audio`` file
+    (16-bit mono WAV; ``text`` is its transcript, spoken instead when the file is unusable)."""
+
+    text: str
+    audio: str | None = None
+
+
 @dataclass(eq=False)
 class _Utterance:
     """One reply being spoken: its handle, its sentences in order, and synthesis progress."""
 
     handle: PlaybackHandle
     turn: Turn | None
-    sentences: list[str] = field(default_factory=list)   # every sentence given to say()
-    queue: deque[str] = field(default_factory=deque)     # sentences not yet given to say()
+    sentences: list[_Line] = field(default_factory=list)  # every sentence started
+    queue: deque[_Line] = field(default_factory=deque)    # sentences not yet started
     current: SpokenReply | None = None                   # the sentence in synthesis
     piece_sentence: list[int] = field(default_factory=list)   # handle piece -> sentence
     complete: bool = False                               # no more sentences will come
 
-    def remaining(self) -> list[str]:
+    def remaining(self) -> list[_Line]:
         """The cut sentence and everything after it (what to say after a false barge-in)."""
         cut = self.handle.cut_index
         if cut is None:
@@ -673,7 +686,7 @@ class Conversation:
                 self._open_utterance(pump.turn, interruptible=True)
             if pump.turn is not None and not part.filler:
                 pump.turn.reply = f"{pump.turn.reply} {part.text}".strip()
-            self._say_more(part.text)
+            self._say_more(_Line(part.text, part.audio))
         else:
             self._action(part)
 
@@ -718,16 +731,13 @@ class Conversation:
         for action in reply.actions:
             self._action(action)
         self._save_dialog()
-        for p in reply.prompts:
-            if p.audio:
-                self.log.warning("conversation.audio_prompt_spoken_as_text", audio=p.audio)
-        texts = [p.text for p in reply.prompts if p.text.strip()]
-        if not texts:
+        lines = [_Line(p.text, p.audio) for p in reply.prompts if p.text.strip() or p.audio]
+        if not lines:
             self._reply_played()
             return
         self._open_utterance(turn, interruptible=True)
-        for text in texts:
-            self._say_more(text)
+        for line in lines:
+            self._say_more(line)
         self._end_utterance()
 
     def _action(self, action: Action) -> None:
@@ -793,10 +803,10 @@ class Conversation:
         self._go(Trigger.SPEAK)
         return self.utt
 
-    def _say_more(self, text: str) -> None:
+    def _say_more(self, line: _Line) -> None:
         utt = self.utt
         assert utt is not None
-        utt.queue.append(text)
+        utt.queue.append(line)
         if utt.current is None:
             self._next_sentence()
 
@@ -813,14 +823,42 @@ class Conversation:
         utt = self.utt
         if utt is None or utt.current is not None or utt.handle.done:
             return
+        while utt.queue and utt.queue[0].audio and not utt.handle.done:
+            line = utt.queue.popleft()         # a prerecorded prompt: straight to playback
+            utt.sentences.append(line)
+            if not self._play_file(utt, line):
+                utt.queue.appendleft(_Line(line.text))
+                utt.sentences.pop()
+                break
+        if utt.handle.done:
+            return
         if utt.queue:
-            text = utt.queue.popleft()
-            utt.sentences.append(text)
-            utt.current = self.v.speaker.say(text, utt.handle, turn=utt.turn,
+            line = utt.queue.popleft()
+            utt.sentences.append(line)
+            utt.current = self.v.speaker.say(line.text, utt.handle, turn=utt.turn,
                                              post=self.call.inbox.put_control)
         elif utt.complete:
             utt.handle.finish()
             self._check_played()
+
+    def _play_file(self, utt: _Utterance, line: _Line) -> bool:
+        """Queue a prerecorded prompt; False (logged) when it cannot be played."""
+        assert line.audio is not None
+        try:
+            pcm, rate = read_wav(Path(line.audio))
+            if rate != self.v.rate:
+                pcm = resample(np.frombuffer(pcm, dtype="<i2"), rate, self.v.rate)
+            before = len(utt.handle.pieces)
+            utt.handle.add(AudioChunk(pcm, self.v.rate, line.text))
+        except (OSError, TtsError, PlaybackError, ValueError) as e:
+            self.log.warning("conversation.audio_prompt_unusable", audio=line.audio,
+                             error=str(e)[:200])
+            return False
+        if len(utt.handle.pieces) > before:
+            utt.piece_sentence.append(len(utt.sentences) - 1)
+        if utt.turn is not None and "tts_first_chunk" not in utt.turn.marks:
+            utt.turn.mark("tts_first_chunk")
+        return True
 
     def _synthesized(self, item: ChunkReady | ReplySynthesized) -> None:
         utt = self.utt

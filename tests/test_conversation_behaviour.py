@@ -250,3 +250,36 @@ def test_missing_voice_is_a_clear_one_line_startup_error(tmp_path: Path) -> None
     assert proc.returncode == 1, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("callctl: cannot start")]
     assert len(lines) == 1 and "nope.onnx" in lines[0], proc.stderr
+
+
+RECORDED = """
+[flow]
+start = "greeting"
+
+[nodes.greeting]
+say = ["Welcome to Acme.", "This call may be recorded."]
+audio = ["welcome.wav", "broken.wav"]
+[[nodes.greeting.actions]]
+type = "hangup"
+"""
+
+
+@pytest.mark.slow
+def test_prerecorded_prompt_is_played_from_its_file(tmp_path: Path, redis_url: str,
+                                                    whisper_engine: Any) -> None:
+    flows = write_flow(tmp_path / "flows", "recorded", RECORDED)
+    subprocess.run(["espeak-ng", "-w", str(flows / "welcome.wav"), "Welcome to Acme."],
+                   check=True, capture_output=True)
+    (flows / "broken.wav").write_bytes(b"not a wav file at all")
+    rig = rig_for(tmp_path, redis_url, whisper_engine, flow="recorded", flows_dir=flows)
+    try:
+        call, _ = rig.call([callers.wait_for_bot(silence_s=0.5), callers.pause(1.0)])
+        cause = rig.finish(call)
+    finally:
+        rig.close()
+    assert cause == "NORMAL_CLEARING"
+    # the file played; the unusable one was replaced by its synthesized transcript
+    assert rig.said == ["This call may be recorded."], rig.said
+    heard = call.heard()
+    assert len(heard) >= 2 and not any(h.interrupted for h in heard), heard
+    assert rig.playback_files() == []
