@@ -51,7 +51,7 @@ COMPLETE_ANSWERS = frozenset({
     "thank you", "bye", "goodbye", "hello", "hi", "agent", "operator", "billing", "help",
     "that's it", "that's all", "no thanks", "yes please",
 })
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[\w']+")      # any script: a Korean model's last word is a word too
 
 
 class Completeness(enum.Enum):

@@ -29,6 +29,9 @@ P = EndpointPolicy(endpoint_silence_ms=200, complete_silence_ms=120, trailing_si
     ("I need the", Completeness.TRAILING),
     ("Well, my account number is,", Completeness.TRAILING),
     ("4 5 6 7", Completeness.NEUTRAL),
+    # the last word decides in any script, not the last Latin one (Korean model output)
+    ("A [5] 도 어 알프 가 끝맺 팀 이다", Completeness.NEUTRAL),
+    ("I go to the 가게", Completeness.NEUTRAL),
 ])
 def test_classify(text: str, expected: Completeness) -> None:
     assert classify(text) is expected
