@@ -30,12 +30,19 @@ def plot(report: dict[str, Any], samples: Mapping[str, Sequence[float]], path: P
 
     ax = axes[1]
     hops = report.get("hops_ms", {})
-    names = list(hops)
-    p50 = [hops[n]["p50"] or 0 for n in names]
-    p95 = [hops[n]["p95"] or 0 for n in names]
+    base_hops = (report.get("baseline") or {}).get("hops_ms") or {}
+    names = list(dict.fromkeys([*hops, *base_hops]))
     idx = range(len(names))
-    ax.barh([i + 0.2 for i in idx], p50, height=0.4, label="p50")
-    ax.barh([i - 0.2 for i in idx], p95, height=0.4, label="p95")
+
+    def q(h: dict[str, Any], n: str, k: str) -> float:
+        return float((h.get(n) or {}).get(k) or 0)
+
+    ax.barh([i + 0.27 for i in idx], [q(hops, n, "p50") for n in names], height=0.27,
+            label="callctl p50")
+    ax.barh(list(idx), [q(hops, n, "p95") for n in names], height=0.27, label="callctl p95")
+    if base_hops:
+        ax.barh([i - 0.27 for i in idx], [q(base_hops, n, "p50") for n in names],
+                height=0.27, label="baseline p50")
     ax.set_yticks(list(idx), names)
     ax.set_xlabel("ms")
     ax.set_title("Where the time goes (per hop)")
@@ -45,8 +52,8 @@ def plot(report: dict[str, Any], samples: Mapping[str, Sequence[float]], path: P
     sweep = report.get("sweep") or []
     if sweep:
         calls = [r["calls"] for r in sweep]
-        for q in ("p50", "p95", "p99"):
-            ax.plot(calls, [r["turn_latency_ms"][q] or 0 for r in sweep], marker="o", label=q)
+        for k in ("p50", "p95", "p99"):
+            ax.plot(calls, [r["turn_latency_ms"][k] or 0 for r in sweep], marker="o", label=k)
         ax.axhline(400, color="red", linestyle="--", linewidth=1)
         ax.legend()
     else:

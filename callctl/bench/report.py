@@ -107,8 +107,16 @@ def summary_text(report: dict[str, Any]) -> str:
         f"  false barge-ins  {report['false_bargein_rate'] * 100:.1f} %",
         f"  missed turns     {report.get('missed_turns', 0)}",
         f"  WER              {report['wer'] if report['wer'] is not None else 'n/a'}",
-        f"  CPU              {report['cpu_s_per_call_min']:.2f} s per call-minute",
+        f"  CPU              {report['cpu_s_per_call_min']:.2f} s per call-minute"
+        + (f" (baseline {b['cpu_s_per_call_min']:.2f})" if b.get("ran", True) else ""),
     ]
+    if "answer_to_first_audio_ms" in report:
+        lines.append(f"  answer→audio     {lat(report['answer_to_first_audio_ms'])}")
+    if report.get("peak_rss_mb"):
+        lines.append(f"  daemon peak RSS  {report['peak_rss_mb']:.0f} MB")
     for row in report.get("sweep") or []:
         lines.append(f"  sweep {row['calls']:>3} calls: {lat(row['turn_latency_ms'])}")
+    if report.get("sweep"):
+        lines.append(f"  highest concurrency with p95 within budget: "
+                     f"{report.get('sweep_max_calls_within_budget') or 'none'}")
     return "\n".join(lines)
