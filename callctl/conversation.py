@@ -748,6 +748,7 @@ class Conversation:
                 self.log.warning("conversation.setvar_failed", name=action.name, error=str(e))
         elif isinstance(action, EmitEvent):
             self.log.info("conversation.event", name=action.name)
+            self.v.store.dialog_event(self.record, action.name, action.data)
         elif isinstance(action, Webhook):          # fire-and-forget, bounded by its deadline
             gevent.spawn(_post_webhook, action, self.call.uuid, self.log)
         elif isinstance(action, Transfer | Hangup):

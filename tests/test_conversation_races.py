@@ -39,6 +39,11 @@ def test_key_over_a_closing_reply_carries_it_out_at_once(tmp_path: Path, redis_u
     assert len(heard) == 2 and heard[0].interrupted and heard[1].interrupted, heard
     assert rig.transfers(call.uuid) == ["7001"]     # not stranded in silence after the cut
     assert_no_overlap(heard)
+    # the flow's event action reached the store's events stream
+    events = [e for e in rig.store.read_events(count=1000)
+              if e.uuid == call.uuid and e.kind == "dialog"]
+    assert [(e.fields["name"], e.fields["data"]) for e in events] == [
+        ("front_desk.routed", '{"department":"billing"}')]
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from callctl.call.timeline import Turn
 
 #: Kinds of records in the events stream.
-EVENT_KINDS = ("call_started", "answered", "turn", "transferred", "ended")
+EVENT_KINDS = ("call_started", "answered", "turn", "transferred", "ended", "dialog")
 
 #: Call states that mean the call is over (``CallRecord.state``).
 ENDED_STATES = frozenset({"ended"})
@@ -308,6 +308,12 @@ class SessionStore(ABC):
     def call_transferred(self, rec: CallRecord, target: str) -> None:
         """The call was handed on to ``target`` (queue, extension): store it, emit event."""
         self._write_call(rec, [], self._event("transferred", rec, target=target))
+
+    def dialog_event(self, rec: CallRecord, name: str, data: Mapping[str, Any]) -> None:
+        """A dialog's ``event`` action (a flow's ``type = "event"``): a ``dialog`` record on
+        the events stream with ``name`` and ``data`` (compact JSON, at most 4 KiB)."""
+        body = json.dumps(dict(data), separators=(",", ":"), default=str)[:4096]
+        self._write_call(rec, [], self._event("dialog", rec, name=name[:100], data=body))
 
     def call_ended(self, rec: CallRecord) -> None:
         """The call is over: store it (``state`` forced to ``ended``), drop it from the active
