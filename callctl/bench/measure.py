@@ -70,15 +70,16 @@ def _playing_at(heard: Iterable[Heard], t: float) -> Heard | None:
 
 def turn_latencies(spoken: Sequence[Spoken], heard: Sequence[Heard],
                    reply_window: float = 5.0) -> tuple[list[float], int]:
-    """(latencies in s of answered utterances, number of utterances with no reply in time)."""
+    """(latencies in s of answered utterances, number of utterances with no reply in time).
+    Audio that starts once the caller's next utterance has begun is not a reply to this one."""
     out: list[float] = []
     missed = 0
     starts = sorted(h.start for h in heard)
-    for s in spoken:
-        if s.kind != "utterance":
-            continue
+    turns = sorted((s for s in spoken if s.kind == "utterance"), key=lambda s: s.speech_start)
+    for n, s in enumerate(turns):
+        limit = turns[n + 1].speech_start if n + 1 < len(turns) else math.inf
         nxt = next((t for t in starts if t >= s.speech_end), None)
-        if nxt is None or nxt - s.speech_end > reply_window:
+        if nxt is None or nxt - s.speech_end > reply_window or nxt >= limit:
             missed += 1
         else:
             out.append(nxt - s.speech_end)

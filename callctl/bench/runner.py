@@ -47,6 +47,7 @@ from callctl.sim.corpus import Utterance
 from callctl.sim.switch import SimCall, Switch, SwitchConfig
 
 DID = "+15559990000"
+REPLY_WINDOW_S = 10.0      # a reply later than this (or after the next utterance) is missed
 REPO = Path(__file__).resolve().parents[2]
 
 BENCH_FLOW = """\
@@ -503,7 +504,7 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         heard = r.call.heard()
         turns = [dataclasses.replace(s, kind="utterance") for s in spoken
                  if s.kind in ("utterance", "bargein")]
-        lat, miss = measure.turn_latencies(turns, heard)
+        lat, miss = measure.turn_latencies(turns, heard, reply_window=REPLY_WINDOW_S)
         turn_lat += lat
         missed += miss
         b, ign = measure.bargein_latencies(spoken, heard)

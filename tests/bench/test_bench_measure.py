@@ -37,6 +37,13 @@ def test_turn_latency_is_first_reply_after_speech_end() -> None:
     assert missed == 1
 
 
+def test_turn_reply_must_start_before_the_next_utterance() -> None:
+    spoken = [Spoken(1.0, 2.0, "utterance"), Spoken(3.0, 4.0, "utterance")]
+    heard = [Heard(4.3, 5.0, "b.wav", False)]          # the bot never answered the first
+    lat, missed = turn_latencies(spoken, heard, reply_window=10.0)
+    assert lat == pytest.approx([0.3]) and missed == 1
+
+
 def test_bargein_latency_and_ignored() -> None:
     spoken = [Spoken(2.5, 3.5, "bargein"), Spoken(10.2, 11.0, "bargein"),
               Spoken(30.0, 31.0, "bargein")]
