@@ -5,25 +5,14 @@ FreeSWITCH; the single-action forms keep their behaviour."""
 from __future__ import annotations
 
 import socket
-import wave
 from pathlib import Path
 
 import gevent
-import numpy as np
 from gevent.server import StreamServer
+from resume_rig import write_tone
 from testkit import free_port
 
 from callctl.sim.switch import Switch, SwitchConfig, parse_actions
-
-
-def _tone(path: Path, seconds: float) -> Path:
-    pcm = (np.sin(np.arange(int(8000 * seconds)) * 0.2) * 5000).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def test_parse_actions() -> None:
@@ -38,7 +27,7 @@ def _switch(dialplan: dict[str, str]) -> Switch:
 
 
 def test_refused_socket_goes_on_to_the_next_action(tmp_path: Path) -> None:
-    hold = _tone(tmp_path / "hold.wav", 0.4)
+    hold = write_tone(tmp_path / "hold.wav", 0.4)
     closed = free_port()
     sw = _switch({"1": f"socket 127.0.0.1:{closed} async full; answer; playback {hold}; "
                        "hangup USER_BUSY",
@@ -56,7 +45,7 @@ def test_refused_socket_goes_on_to_the_next_action(tmp_path: Path) -> None:
 def test_socket_exit_without_hangup_runs_the_next_action(tmp_path: Path) -> None:
     """A daemon that sends ``exit`` without a hangup (a call another node owns) hands the
     call back to the dialplan: the next ``socket`` is tried."""
-    hold = _tone(tmp_path / "hold.wav", 0.2)
+    hold = write_tone(tmp_path / "hold.wav", 0.2)
     seen: list[int] = []
 
     def refuse(sock: socket.socket, _addr: object) -> None:
