@@ -371,6 +371,13 @@ class CallSession:
         self.cause = self.cause or cause
         self.outcome = "hungup_by_us" if self.outcome == "completed" else self.outcome
         try:
+            if self.state is CallState.SPEAKING:
+                # A queued sendmsg hangup waits behind an event-locked playback (FreeSWITCH
+                # dequeues it only when the file ends): stop the playback first.
+                try:
+                    self.control.stop_playback()
+                except CallCommandRefused:
+                    pass
             self.control.hangup(cause)
         except CallGone:
             self.machine.fire(Trigger.HANGUP)
