@@ -243,6 +243,7 @@ class _Utterance:
 
     handle: PlaybackHandle
     turn: Turn | None
+    pump: _Pump | None = None                            # the streamed reply it speaks
     sentences: list[_Line] = field(default_factory=list)  # every sentence started
     queue: deque[_Line] = field(default_factory=deque)    # sentences not yet started
     current: SpokenReply | None = None                   # the sentence in synthesis
@@ -541,7 +542,7 @@ class Conversation:
         if not again and not (self.pump is not None and not old.complete):
             self._check_played(force=True)
             return
-        utt = self._open_utterance(old.turn, old.handle.interruptible)
+        utt = self._open_utterance(old.turn, old.handle.interruptible, old.pump)
         utt.queue.extend(again)
         utt.complete = old.complete
         self._next_sentence()
@@ -681,9 +682,9 @@ class Conversation:
             if part.filler and pump.spoke:
                 return
             pump.spoke = pump.spoke or not part.filler
-            if self.utt is None or self.utt.turn is not pump.turn or self.utt.complete \
+            if self.utt is None or self.utt.pump is not pump or self.utt.complete \
                     or self.played is self.utt.handle:
-                self._open_utterance(pump.turn, interruptible=True)
+                self._open_utterance(pump.turn, interruptible=True, pump=pump)
             if pump.turn is not None and not part.filler:
                 pump.turn.reply = f"{pump.turn.reply} {part.text}".strip()
             self._say_more(_Line(part.text, part.audio))
@@ -700,7 +701,7 @@ class Conversation:
         self.pump = None
         self._commit_pump(pump)
         self._save_dialog()
-        if self.utt is not None and self.utt.turn is pump.turn and self.played is not \
+        if self.utt is not None and self.utt.pump is pump and self.played is not \
                 self.utt.handle and (pump.spoke or self.utt.sentences or self.utt.queue):
             self._end_utterance()
             self._after_cut()
@@ -772,7 +773,8 @@ class Conversation:
 
     # -- speaking ---------------------------------------------------------------------------
 
-    def _open_utterance(self, turn: Turn | None, interruptible: bool) -> _Utterance:
+    def _open_utterance(self, turn: Turn | None, interruptible: bool,
+                        pump: _Pump | None = None) -> _Utterance:
         """A new reply with its own playback handle; whatever still plays is stopped."""
         old = self.utt
         if old is not None and old.current is not None:
@@ -794,7 +796,7 @@ class Conversation:
                                   metrics=v.metrics, interruptible=interruptible,
                                   call_uuid=call.uuid)
         self.handle = handle
-        self.utt = _Utterance(handle, turn)
+        self.utt = _Utterance(handle, turn, pump)
         self.cut = None
         self.onset = None
         if self.listener is not None:

@@ -5,7 +5,8 @@ Run by tests/test_conversation_llm.py: ``python conversation_llm_run.py SCENARIO
 TMPDIR``; prints one JSON object (what the caller heard, what was said, server timings).
 Scenarios: ``stream`` (two sentences 2 s apart, then a hangup tool call), ``transfer`` (a
 ``transfer`` tool call), ``down`` (nothing listens at the endpoint), ``speech`` (the caller
-speaks; the speculative request is reused for the committed turn)."""
+speaks; the speculative request is reused for the committed turn), ``cut`` (a key pressed
+over a reply that is still streaming)."""
 
 from gevent import monkey
 
@@ -81,6 +82,18 @@ class Handler(BaseHTTPRequestHandler):
         elif srv.scenario == "transfer" and n == 1:
             self.chunk(content("Let me put you through to billing."))
             self.chunk(tool("transfer", {"destination": "7005"}))
+        elif srv.scenario == "cut" and n == 1:
+            self.chunk(content("We have many wonderful offers for you today, and I would like"
+                               " to tell you about every single one of them."))
+            self.chunk(content(" First"))
+            time.sleep(4.0)                                # cut off while it streams
+            try:
+                self.chunk(content(", the gold plan."))
+                self.chunk(b"data: [DONE]\n\n")
+                self.chunk(b"")
+            except OSError:
+                pass
+            return
         elif srv.scenario == "speech":
             self.chunk(content("Your balance is ten dollars. Goodbye."))
             self.chunk(tool("hangup", {}))
@@ -113,6 +126,8 @@ def main() -> int:
     steps: list[Any] = [callers.wait_for_bot(silence_s=0.3)]
     if scenario == "speech":
         steps += [callers.say("What is my balance?", voice="piper")]
+    if scenario == "cut":                                # a key over the streamed reply
+        steps += [callers.pause(2.2), callers.dtmf("5")]
     steps += [callers.pause(12.0)]
     try:
         call, caller = rig.call(steps)

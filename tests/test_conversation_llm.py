@@ -71,3 +71,19 @@ def test_speculative_request_is_reused_for_the_committed_turn(redis_url: str,
     assert len(asked) == 1 and "balance" in asked[0].lower(), asked
     assert "Your balance is ten dollars." in out["said"]
     assert out["cause"] == "NORMAL_CLEARING"
+
+
+@pytest.mark.slow
+def test_key_over_a_streaming_reply_cuts_it_and_keeps_what_was_said(redis_url: str,
+                                                                    tmp_path: Path) -> None:
+    out = run("cut", redis_url, tmp_path)
+    assert any(h["interrupted"] for h in out["heard"][1:]), out["heard"]
+    assert len(out["requests"]) == 2, out["requests"]
+    second = out["requests"][1]
+    # the history has the part of the reply produced before the cut, then the key press
+    said_before = [m["content"] for m in second if m["role"] == "assistant"]
+    assert said_before[-1].startswith("We have many wonderful offers"), second
+    assert "gold plan" not in said_before[-1]
+    assert second[-1] == {"role": "user", "content": "(The caller keyed in: 5)"}
+    assert out["said"][-1] == "Goodbye."
+    assert out["cause"] == "NORMAL_CLEARING"
