@@ -61,7 +61,7 @@ from callctl.call.control import CallControlError
 from callctl.call.session import CallSession, TimerFired
 from callctl.call.state import CallState, Trigger
 from callctl.call.timeline import Turn
-from callctl.config import Config
+from callctl.config import Config, TurnsConfig
 from callctl.dialog import Dialogs, LlmEngine
 from callctl.dialog.base import (
     Action,
@@ -499,7 +499,7 @@ class Conversation:
         return self.handle.interruptible if self.handle is not None else True
 
     def _judge(self, obs: Observation, onset: float | None = None) -> Decision:
-        verdict = decide(obs, self.cfg.turns)
+        verdict = decide(obs, self._turns_cfg())
         if verdict.decision is Decision.INTERRUPT and self.handle is not None:
             try:
                 cut = self.handle.interrupt()
@@ -628,8 +628,20 @@ class Conversation:
         else:
             self._respond(Speech(ev.text, final=True), turn)
 
+    def _turns_cfg(self) -> TurnsConfig:
+        """``turns`` for the barge-in policy, without the backchannels the dialog expects as
+        an answer now ("yes", "okay" at a yes/no question are words, not acknowledgements)."""
+        listen = self.dialog.listen if self.dialog is not None else None
+        expected = {w for p in (listen.grammar or ()) for w in words_of(p)} if listen else set()
+        cfg = self.cfg.turns
+        if not expected:
+            return cfg
+        keep = [b for b in cfg.backchannels if not set(words_of(b)) & expected]
+        return cfg if len(keep) == len(cfg.backchannels) else \
+            dataclasses.replace(cfg, backchannels=keep)
+
     def _real_words(self, text: str) -> list[str]:
-        bc = {w for p in self.cfg.turns.backchannels for w in words_of(p)}
+        bc = {w for p in self._turns_cfg().backchannels for w in words_of(p)}
         return [w for w in words_of(text) if w not in bc]
 
     def _end_previous_reply(self) -> None:

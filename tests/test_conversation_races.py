@@ -83,3 +83,22 @@ def test_words_barge_in_at_speech_end_without_partials(tmp_path: Path, redis_url
     assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 1
     assert (rig.sample("callctl_bargein_latency_seconds_count", {"route": "front_desk"})) == 1
     assert_no_overlap(heard)
+
+
+@pytest.mark.slow
+def test_expected_yes_over_the_question_is_an_answer_not_a_backchannel(
+        tmp_path: Path, redis_url: str, whisper_engine: Any) -> None:
+    # "yes" is in turns.backchannels, but at a yes/no question it is the answer
+    rig = Rig(tmp_path, redis_url, whisper_engine, flow="appointment")
+    try:
+        call, _ = rig.call([callers.barge_in("Yes.", after_s=1.5),
+                            callers.wait_for_bot(silence_s=0.5), callers.pause(1.0)])
+        cause = rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert heard[0].interrupted, heard
+    assert len(rig.said) == 2 and rig.said[1].startswith("Great, your appointment is confirmed")
+    assert cause == "NORMAL_CLEARING"
+    assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 0
+    assert_no_overlap(heard)
