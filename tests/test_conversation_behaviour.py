@@ -283,3 +283,21 @@ def test_prerecorded_prompt_is_played_from_its_file(tmp_path: Path, redis_url: s
     heard = call.heard()
     assert len(heard) >= 2 and not any(h.interrupted for h in heard), heard
     assert rig.playback_files() == []
+
+
+@pytest.mark.slow
+def test_a_flows_own_no_input_timeout_applies(tmp_path: Path, redis_url: str,
+                                              whisper_engine: Any) -> None:
+    flow = PICKY.replace("URL", "http://127.0.0.1:9/").replace(
+        'on_fail = "agent"\n', 'on_fail = "agent"\nno_input_ms = 800\n')
+    flows = write_flow(tmp_path / "flows", "picky", flow)
+    rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
+    assert rig.cfg.turns.no_input_ms == 8000
+    try:
+        call, _ = rig.call([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0),
+                            callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    assert rig.said[:3] == ["Say billing or agent.", "Sorry, I didn't hear anything.",
+                            "Please say billing or agent."], rig.said
