@@ -4,9 +4,9 @@
 Run by tests/test_conversation_llm.py: ``python conversation_llm_run.py SCENARIO REDIS_URL
 TMPDIR``; prints one JSON object (what the caller heard, what was said, server timings).
 Scenarios: ``stream`` (two sentences 2 s apart, then a hangup tool call), ``transfer`` (a
-``transfer`` tool call), ``down`` (nothing listens at the endpoint), ``speech`` (the caller
-speaks; the speculative request is reused for the committed turn), ``cut`` (a key pressed
-over a reply that is still streaming)."""
+``transfer`` tool call after a filler-worthy delay), ``down`` (nothing listens at the
+endpoint), ``speech`` (the caller speaks; the speculative request is reused for the committed
+turn), ``cut`` (a key pressed over a reply that is still streaming)."""
 
 from gevent import monkey
 
@@ -80,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(2.0)                                # the model thinks on
             self.chunk(content(" balance is ten dollars."))
         elif srv.scenario == "transfer" and n == 1:
+            time.sleep(2.0)                                # slow: past llm_deadline_ms
             self.chunk(content("Let me put you through to billing."))
             self.chunk(tool("transfer", {"destination": "7005"}))
         elif srv.scenario == "cut" and n == 1:

@@ -47,9 +47,10 @@ def test_first_sentence_is_heard_before_the_llm_stream_ends(redis_url: str,
 
 
 @pytest.mark.slow
-def test_transfer_tool_call_transfers_the_call(redis_url: str, tmp_path: Path) -> None:
+def test_slow_llm_filler_then_transfer_tool_call(redis_url: str, tmp_path: Path) -> None:
     out = run("transfer", redis_url, tmp_path)
-    assert out["said"][-1] == "Let me put you through to billing."
+    # the model was slow: the filler filled the wait, then its sentence, then the transfer
+    assert out["said"][1:] == ["One moment.", "Let me put you through to billing."]
     assert out["transfers"] == ["7005"]
     assert len(out["heard"]) >= 2
 
