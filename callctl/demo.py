@@ -54,20 +54,20 @@ def scenarios() -> list[Scenario]:
         Scenario("billing", "+15551230000", (
             callers.wait_answer(), callers.wait_for_bot(0.6),
             callers.say("I would like to talk to billing please."),
-            callers.wait_for_bot(0.6), callers.pause(2.0)), "transferred"),
+            callers.wait_for_bot(0.6), callers.pause(1.0), callers.hangup()), "transferred"),
         Scenario("appointment", "+15551230001", (
             callers.wait_answer(), callers.wait_for_bot(0.6),
             callers.say("Yes, I will be there."),
-            callers.wait_for_bot(0.6), callers.pause(2.0)), "hungup"),
+            callers.wait_for_bot(0.6), callers.pause(1.0), callers.hangup()), "hungup"),
         Scenario("account by keypad", "+15551230002", (
             callers.wait_answer(), callers.wait_for_bot(0.6),
             callers.dtmf("12345678"), callers.wait_for_bot(0.6),
             callers.say("Yes, that's right."),
-            callers.wait_for_bot(0.6), callers.pause(2.0)), "transferred"),
+            callers.wait_for_bot(0.6), callers.pause(1.0), callers.hangup()), "transferred"),
         Scenario("barge-in", "+15551230000", (
             callers.wait_answer(),
             callers.barge_in("Technical support please.", after_s=1.0),
-            callers.wait_for_bot(0.6), callers.pause(2.0)), "transferred"),
+            callers.wait_for_bot(0.6), callers.pause(1.0), callers.hangup()), "transferred"),
     ]
 
 

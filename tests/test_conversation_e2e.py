@@ -30,11 +30,15 @@ def test_caller_asks_for_billing_and_is_transferred(rig: Rig) -> None:
         callers.say("I would like to talk to billing please.", voice="piper"),
         callers.wait_for_bot(silence_s=0.6),
         callers.pause(1.0),
+        callers.hangup(),
     ])
     call = rig.sw.place_call(DID, "+15557654321", "PCMU", script=caller)
     assert call.wait_answered(10)
     cause = call.wait_hangup(40)
     heard = call.heard()
+    # the daemon transferred the call to the billing queue's extension (it stayed up there
+    # until the caller hung up)
+    assert call.channel.profile["Destination-Number"] == "7001"
     assert len(heard) >= 2, f"expected greeting and reply, heard {heard}"
     # the caller heard the reply after it finished speaking
     latencies = [lat for lat in callers.turn_latencies(caller.log, heard) if lat is not None]

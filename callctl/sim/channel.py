@@ -318,6 +318,7 @@ class Channel:
                     self.transfer_to = None
                     if self.outbound is not None:
                         self.outbound.close()
+                        self.outbound = None      # the new extension is not socket-controlled
                     actions = self.switch.route(dest, dialplan)
                     self.profile["Destination-Number"] = dest
                     continue
