@@ -587,6 +587,10 @@ class Conversation:
     def _committed(self, ev: TurnCommitted) -> None:
         turn = ev.turn
         turn.transcript = ev.text
+        hops = turn.hops()                        # the listener's marks: speech end → …
+        for hop in ("endpoint", "asr_final"):
+            if hop in hops:
+                self.v.metrics.observe_hop(hop, hops[hop])
         self._judge_stopped(ev.text)              # when no speculative final came
         bot = self._bot()
         if bot is Bot.SPEAKING:
