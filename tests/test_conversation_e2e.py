@@ -55,5 +55,8 @@ def test_caller_asks_for_billing_and_is_transferred(rig: Rig) -> None:
     assert turns[0].latency_ms is not None and turns[0].latency_ms > 0
     sample = rig.metrics.registry.get_sample_value
     assert (sample("callctl_turn_latency_seconds_count", {"route": "front_desk"}) or 0) >= 1
+    for hop in ("endpoint", "asr_final", "dialog", "tts_first_chunk", "playback_start",
+                "play_out"):
+        assert (sample("callctl_hop_seconds_count", {"hop": hop}) or 0) >= 1, hop
     assert sample("callctl_calls_total", {"route": "front_desk", "outcome": "transferred",
                                           "cause": "TRANSFERRED"}) == 1
