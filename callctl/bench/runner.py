@@ -183,6 +183,13 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _clock_ticks()
 
 
+def system_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (not idle, not iowait), /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / _clock_ticks()
+
+
 def proc_peak_rss_mb(pid: int) -> float:
     """Peak resident memory (VmHWM) of process ``pid`` in MiB, from /proc."""
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
@@ -383,6 +390,8 @@ class PhaseResult:
     emulator_cpu_s: float
     wall_s: float
     peak_rss_mb: float
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)   # at the phase's end
+    other_cpu_s: float = 0.0     # CPU used by every other process on the machine meanwhile
     turn_samples: list[float] = field(default_factory=list)
 
 
@@ -434,7 +443,7 @@ def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonP
     ``proc``'s daemon, wait for them all to end, and collect both sides' records."""
     turns = bc.turns if turns is None else turns
     dialplan[DID] = f"socket 127.0.0.1:{proc.esl_port} async full"
-    cpu0, ru0 = proc.cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, ru0, busy0 = proc.cpu_s(), resource.getrusage(resource.RUSAGE_SELF), system_busy_s()
     t0 = time.monotonic()
     runs: list[CallRun] = []
     for i in range(calls):
@@ -463,9 +472,10 @@ def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonP
     cpu = proc.cpu_s() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     emu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    other = max(0.0, system_busy_s() - busy0 - cpu - emu)
     progress.end(_status(pipeline, runs, calls, t0) + "  done")
     return PhaseResult(pipeline, calls, bc.speed, runs, dump.get("calls", {}), cpu, emu, wall,
-                       proc.peak_rss_mb())
+                       proc.peak_rss_mb(), os.getloadavg(), other)
 
 
 def measured_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonProcess,
@@ -556,6 +566,9 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         "calls": ph.calls,
         "call_minutes": round(call_s / 60, 2),
         "wall_s": round(ph.wall_s, 1),
+        "load_avg_at_end": [round(x, 2) for x in ph.load_avg],
+        # cores' worth of CPU that other processes (not the daemon, not the emulator) used
+        "other_processes_cores": round(ph.other_cpu_s / ph.wall_s, 2) if ph.wall_s else 0.0,
         "turns": detail,
     }
 

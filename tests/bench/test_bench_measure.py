@@ -159,8 +159,9 @@ def test_bench_script_kinds_and_flow() -> None:
 def test_proc_figures_of_this_process() -> None:
     import os
 
-    from callctl.bench.runner import proc_cpu_s, proc_peak_rss_mb
+    from callctl.bench.runner import proc_cpu_s, proc_peak_rss_mb, system_busy_s
 
     sum(i * i for i in range(200_000))                   # burn a little CPU
     assert proc_cpu_s(os.getpid()) > 0
     assert proc_peak_rss_mb(os.getpid()) > 10
+    assert system_busy_s() >= proc_cpu_s(os.getpid())
