@@ -82,7 +82,10 @@ class EslConfig:
     listen_port: int = setting(8040, "Outbound ESL server port.", port())
     host: str = setting("127.0.0.1", "FreeSWITCH inbound Event Socket host (control link).")
     port: int = setting(8021, "FreeSWITCH inbound Event Socket port.", port())
-    password: str = setting("ClueCon", "FreeSWITCH Event Socket password.", secret=True)
+    password: str = setting(
+        "ClueCon", "FreeSWITCH Event Socket password.",
+        lambda v: None if v and v.isprintable() and not any(c.isspace() for c in v)
+        else "must be non-empty, without blanks or control characters", secret=True)
     command_timeout_s: float = setting(
         5.0, "Timeout for every ESL command; a switch that stops answering ends the call.",
         between(0.1, 120),

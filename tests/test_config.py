@@ -32,6 +32,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
         ("[asr]\nengine = 'kaldi'\n", "asr.engine: 'kaldi' is not allowed: must be one of"),
         ("[esl]\nport = '8021'\n", "esl.port: '8021' is not allowed: must be an integer"),
         ("[esl\n", "not valid TOML"),
+        ("[esl]\npassword = 'pw with blank'\n", "esl.password: *** is not allowed"),
         ("[[routes]]\nflow = 'x'\n", "routes[0].did: missing"),
         ("[[routes]]\ndid='1'\n[[routes]]\ndid='+1'\n", "duplicate route"),
     ],

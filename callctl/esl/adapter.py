@@ -455,7 +455,9 @@ class _Fixed:
         """
         words = data.split()
         if not words or "\n\n" in data or data.endswith("\n"):
-            raise EslUsageError(f"malformed command {data[:_SHOW]!r}")
+            shown = "auth ***" if words and words[0].lower() in ("auth", "userauth") \
+                else data[:_SHOW]
+            raise EslUsageError(f"malformed command {shown!r}")
         if words[0].lower() in ("event", "events") and len(words) > 1 \
                 and words[1].lower() in ("json", "xml"):
             raise EslUsageError("event json/xml is not supported by greenswitch; use plain")

@@ -380,3 +380,10 @@ def test_inbound_pending_command_released_when_switch_drops() -> None:
     g.join(1)
     lsock.close()
     conn.stop()
+
+
+def test_malformed_auth_never_shows_the_password() -> None:
+    conn = InboundConnection("127.0.0.1", 1, "unused", command_timeout=0.5)
+    with pytest.raises(EslUsageError) as e:
+        conn.send("auth s3cr3t\n")
+    assert "s3cr3t" not in str(e.value) and "auth ***" in str(e.value)
