@@ -226,10 +226,10 @@ class PlaybackHandle:
             len(self.pieces))
         self._stamp("playback_interrupted", now)
         self._set_done()
-        self._fire_stop()
         try:
-            self._stop_at_switch()
+            self._stop_at_switch()          # first: the caller must stop hearing the bot now
         finally:
+            self._fire_stop()               # then cancel synthesis (may wait for the feeder)
             self._release()
         return True
 
@@ -273,7 +273,7 @@ class FilePlayback(PlaybackHandle):
         path = self.dir / name
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # swept away? recreate
-            write_wav_atomic(path, chunk.pcm, chunk.rate, mode=FILE_MODE)
+            write_wav_atomic(path, chunk.pcm, chunk.rate, mode=FILE_MODE, durable=False)
         except OSError as exc:
             piece.state = "done"
             self.errors.append(f"write {path}: {exc}")

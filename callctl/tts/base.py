@@ -272,16 +272,19 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def write_wav_atomic(path: Path, pcm: bytes, rate: int, mode: int = 0o640) -> Path:
+def write_wav_atomic(path: Path, pcm: bytes, rate: int, mode: int = 0o640,
+                     durable: bool = True) -> Path:
     """Write a WAV file so that readers see either nothing or the whole file: write a
-    temporary file in the same directory, fsync, chmod ``mode``, then rename over ``path``."""
+    temporary file in the same directory, fsync (only if ``durable``: the prompt cache, not
+    throw-away playback files on the critical path), chmod ``mode``, rename over ``path``."""
     data = wav_bytes(pcm, rate)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
