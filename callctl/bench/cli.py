@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "does not matter, e.g. tests).")
     p.add_argument("--no-baseline", action="store_true",
                    help="Skip the cloud-style baseline.")
+    p.add_argument("--spread", type=_positive(float), default=10.0, metavar="S",
+                   help="Calls dial in evenly over S media seconds (default 10, about one "
+                        "turn: callers' speech is not in lockstep).")
     p.add_argument("--no-warmup", action="store_true",
                    help="Measure from cold recognizers (no unmeasured warm-up calls).")
     p.add_argument("--serve-daemon", default=None, help=argparse.SUPPRESS)
@@ -80,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     bc = runner.BenchConfig(calls=args.calls, turns=turns, asr=args.asr, tts=args.tts,
                             playback=args.playback, speed=args.speed, budget_ms=args.budget_ms,
                             baseline=not args.no_baseline, sweep=args.sweep,
-                            warmup=not args.no_warmup)
+                            warmup=not args.no_warmup, spread_s=args.spread)
     try:
         report, samples = runner.run_bench(bc)
         validate(report)

@@ -107,7 +107,7 @@ class BenchConfig:
     budget_ms: float = 400.0
     baseline: bool = True
     sweep: tuple[int, ...] = ()
-    stagger_s: float = 0.5          # media seconds between two calls dialling in
+    spread_s: float = 10.0          # calls dial in evenly over this many media seconds
     caller_voice: str = "piper"
     call_timeout_s: float = 300.0   # media seconds a phase may take beyond its scripts
     warmup: bool = True             # warm the recognizer pool before measuring
@@ -452,7 +452,7 @@ def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonP
         call = sw.place_call(DID, f"+1555800{i:04d}", "PCMU", script=caller)
         runs.append(CallRun(i, call, caller, kinds))
         progress.show(_status(pipeline, runs, calls, t0))
-        gevent.sleep(bc.stagger_s / bc.speed)
+        gevent.sleep(bc.spread_s / calls / bc.speed)
     deadline = time.monotonic() + (bc.call_timeout_s + 60 * turns) / bc.speed
     while time.monotonic() < deadline:
         now = time.monotonic()
