@@ -406,6 +406,13 @@ class CallSession:
         self.machine.fire(Trigger.HANGUP)
 
     def _check_deadlines(self) -> None:
+        if self.conn.closed and not self.machine.ended:
+            # the socket is gone and its disconnect notice was lost (full event queue):
+            # never keep a dead call's slot
+            self.cause = self.cause or "NORMAL_CLEARING"
+            self.log.warning("call.socket_closed_without_notice")
+            self.machine.fire(Trigger.HANGUP)
+            return
         if self._hangup_sent_at is not None and not self.machine.ended \
                 and time.monotonic() - self._hangup_sent_at > self.timeout_s:
             self.log.warning("call.hangup_unconfirmed", waited_s=self.timeout_s)

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 import gevent
 import gevent.event
+import gevent.pool
 import gevent.queue
 from gevent.server import StreamServer
 from greenswitch.esl import ESLEvent, InboundESL, NotConnectedError, OutboundSession
@@ -601,9 +602,12 @@ class OutboundListener:
     handed to ``handler(sock, address)`` in its own greenlet; the socket is closed when the
     handler returns. A failing handler is logged and ends only its connection."""
 
-    def __init__(self, host: str, port: int, handler: Callable[[Any, Any], None]) -> None:
+    def __init__(self, host: str, port: int, handler: Callable[[Any, Any], None],
+                 max_connections: int = 1000) -> None:
         self._handler = handler
-        self.server = StreamServer((host, port), self._handle)
+        # bounded: a flood of connections (or of calls we reject) cannot exhaust the hub
+        self.server = StreamServer((host, port), self._handle,
+                                   spawn=gevent.pool.Pool(max_connections))
 
     def start(self) -> None:
         self.server.start()

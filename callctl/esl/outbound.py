@@ -88,7 +88,8 @@ class OutboundServer:
         self.log = get_logger(component="esl_outbound")
         self.listener = OutboundListener(cfg.esl.listen_host,
                                          cfg.esl.listen_port if port is None else port,
-                                         self._serve)
+                                         self._serve,
+                                         max_connections=2 * cfg.daemon.max_calls + 50)
         self.on_call_end: Callable[[CallSession], None] | None = None
         self.ownership: Any = None        # callctl.ownership.Ownership, set by the daemon
 
