@@ -26,5 +26,5 @@ def build_engine(cfg: AsrConfig, metrics: Metrics, sample_rate: int = 8000) -> E
     from callctl.asr.vosk import VoskEngine
 
     engine = VoskEngine(metrics, cfg.model_path, sample_rate, cfg.pool_size)
-    engine.warm(min(2, cfg.pool_size))
+    engine.warm(cfg.pool_size)     # no call pays for a fresh recognizer up to pool_size
     return engine

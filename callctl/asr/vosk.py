@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import gevent
 import vosk
 
 from callctl.asr.base import AsrModelError, Recognition, Word, require_model_files
@@ -156,7 +157,10 @@ class VoskEngine:
             self.metrics.recognizers_reused.labels(engine=ENGINE).inc()
             return self._pool.pop()
         self.metrics.recognizers_created.labels(engine=ENGINE).inc()
-        return VoskRecognizer(self.model, self.sample_rate)
+        # ~100 ms of native work: in the threadpool, so other calls' audio keeps flowing
+        created: VoskRecognizer = gevent.get_hub().threadpool.apply(
+            VoskRecognizer, (self.model, self.sample_rate))
+        return created
 
     def release(self, recognizer: object) -> None:
         if not isinstance(recognizer, VoskRecognizer):
