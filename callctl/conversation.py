@@ -105,6 +105,7 @@ BARGEIN_TIMER = "bargein"
 DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
+VAD_WARM_MAX = 16     # VADs built at start-up (at most daemon.max_calls)
 
 
 class Voice:
@@ -126,6 +127,9 @@ class Voice:
         self.policy = EndpointPolicy.from_config(cfg.turns)
         self.playback_dir = Path(cfg.playback.dir)
         self.loaded = False
+        self._vads: list[Vad] = []     # idle, reset VADs (at most daemon.max_calls)
+        self.vads_created = 0
+        self.vads_reused = 0
 
     def start(self) -> None:
         """Bind the fork server, open the store, load models, pre-render prompts (blocking)."""
@@ -142,6 +146,9 @@ class Voice:
         prompts = [*self.dialogs.static_prompts(),
                    *([self.cfg.dialog.resume_prompt] if self.cfg.dialog.resume_prompt else [])]
         counts = self.speaker.prepare(prompts)
+        while len(self._vads) < min(self.cfg.daemon.max_calls, VAD_WARM_MAX):
+            self.vads_created += 1
+            self._vads.append(Vad.from_config(self.cfg.vad, self.rate))
         self.loaded = True
         self.log.info("voice.ready", asr=type(self.asr).__name__, tts=self.cfg.tts.engine,
                       prompts=len(prompts), rendered=counts, fork_port=self.forks.address[1],
@@ -149,6 +156,23 @@ class Voice:
 
     def ready(self) -> bool:
         return self.loaded
+
+    def acquire_vad(self) -> Vad:
+        """A reset VAD for one call: from the pool, else built in the hub's threadpool (the
+        Silero model takes ~100 ms to load: never on the hub). Give it back with
+        ``release_vad`` once nothing feeds it any more."""
+        if self._vads:
+            self.vads_reused += 1
+            return self._vads.pop()
+        self.vads_created += 1
+        vad: Vad = gevent.get_hub().threadpool.apply(Vad.from_config, (self.cfg.vad, self.rate))
+        return vad
+
+    def release_vad(self, vad: Vad) -> None:
+        """Reset ``vad`` and keep it for the next call (up to ``daemon.max_calls`` idle)."""
+        vad.reset()
+        if len(self._vads) < self.cfg.daemon.max_calls:
+            self._vads.append(vad)
 
     def close(self) -> None:
         self.forks.stop()
@@ -283,6 +307,7 @@ class Conversation:
         self.dialog: DialogEngine | None = None
         self.streaming = False         # the dialog's replies stream (LLM)
         self.recognizer: Recognizer | None = None
+        self.vad: Vad | None = None
         self.listener: Listener | None = None
         self.listener_g: gevent.Greenlet[Any, Any] | None = None
         self.handle: PlaybackHandle | None = None
@@ -337,8 +362,9 @@ class Conversation:
         url, inbox = v.forks.register(call.uuid, v.rate)
         assert v.asr is not None
         self.recognizer = v.asr.acquire()
+        self.vad = v.acquire_vad()
         self.listener = self.listener_class(
-            inbox, self.recognizer, Vad.from_config(self.cfg.vad, v.rate), v.policy,
+            inbox, self.recognizer, self.vad, v.policy,
             emit=self._from_listener, turn_factory=self._new_turn,
             padding_ms=self.cfg.asr.padding_ms,
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid)
@@ -420,8 +446,12 @@ class Conversation:
             self.listener.stop()
         if self.listener_g is not None:
             self.listener_g.join(timeout=1.0)
-            self.listener_g.kill(block=False)
+            self.listener_g.kill(block=True, timeout=1.0)
         v = self.v
+        if self.vad is not None:
+            if self.listener_g is None or self.listener_g.dead:
+                v.release_vad(self.vad)            # nothing feeds it any more
+            self.vad = None
         if self.recognizer is not None and v.asr is not None:
             if self.listener is not None:
                 self.listener.release(v.asr)       # dropped if still decoding in a thread
