@@ -57,6 +57,10 @@ def one_of(*allowed: Any) -> Check:
 class DaemonConfig:
     node_id: str = setting(socket.gethostname(), "Name of this node in Redis and in logs.")
     max_calls: int = setting(50, "Concurrent calls this daemon accepts.", between(1, 10000))
+    threadpool_size: int = setting(
+        0, "Threads of the hub's threadpool (ASR decodes, TTS); 0: max(10, 2 × cores + 4). "
+        "Webhooks have their own 4 threads.", between(0, 1024)
+    )
     drain_timeout_s: float = setting(
         30.0, "On SIGTERM, how long calls may go on before they are hung up.", between(0, 3600)
     )

@@ -54,6 +54,7 @@ from typing import Any
 
 import gevent
 import numpy as np
+from gevent.threadpool import ThreadPool
 
 from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
 from callctl.bargein import Bot, Decision, Observation, Signal, decide, words_of
@@ -87,7 +88,7 @@ from callctl.esl.adapter import EslEvent
 from callctl.log import get_logger
 from callctl.media.audio import ForkConnected, ForkText
 from callctl.media.forkserver import ForkServer
-from callctl.media.listener import Listener
+from callctl.media.listener import AsrRecovered, Listener
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
 from callctl.metrics import Metrics
 from callctl.ownership import LEASE_LOST_CAUSE
@@ -106,6 +107,7 @@ DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
 VAD_WARM_MAX = 16     # VADs built at start-up (at most daemon.max_calls)
+WEBHOOK_THREADS = 4   # webhooks' own threads: a slow server never starves ASR/TTS
 
 
 class Voice:
@@ -128,6 +130,7 @@ class Voice:
         self.playback_dir = Path(cfg.playback.dir)
         self.loaded = False
         self._vads: list[Vad] = []     # idle, reset VADs (at most daemon.max_calls)
+        self.webhooks = ThreadPool(WEBHOOK_THREADS)
         self.vads_created = 0
         self.vads_reused = 0
 
@@ -177,6 +180,7 @@ class Voice:
     def close(self) -> None:
         self.forks.stop()
         self.store.close()
+        self.webhooks.kill()
 
     def __call__(self, call: CallSession) -> Conversation:
         if self.asr is None:
@@ -367,7 +371,8 @@ class Conversation:
             inbox, self.recognizer, self.vad, v.policy,
             emit=self._from_listener, turn_factory=self._new_turn,
             padding_ms=self.cfg.asr.padding_ms,
-            no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid)
+            no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid,
+            engine=v.asr)
         self.listener_g = gevent.spawn(self.listener.run)
         stream = self.cfg.playback.mode == "stream"
         call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid},
@@ -425,6 +430,8 @@ class Conversation:
         elif isinstance(event, AsrFailed):
             self.v.metrics.engine_failures.labels(engine=self.cfg.asr.engine).inc()
             self.log.error("conversation.asr_failed", error=event.error)
+        elif isinstance(event, AsrRecovered):
+            self._apply_listen()                  # the fresh recognizer gets the grammar
         self._observe_latency()
 
     def on_end(self, cause: str) -> None:
@@ -797,7 +804,7 @@ class Conversation:
             self.log.info("conversation.event", name=action.name)
             self.v.store.dialog_event(self.record, action.name, action.data)
         elif isinstance(action, Webhook):          # fire-and-forget, bounded by its deadline
-            gevent.spawn(_post_webhook, action, self.call.uuid, self.log)
+            gevent.spawn(_post_webhook, action, self.call.uuid, self.log, self.v.webhooks)
         elif isinstance(action, Transfer | Hangup):
             self.pending.append(action)
 
@@ -811,6 +818,8 @@ class Conversation:
     def _apply_listen(self) -> None:
         """Tell the recognizer what the next turn expects (a flow node's phrases)."""
         listen = self.dialog.listen if self.dialog is not None else None
+        if self.listener is not None and self.recognizer is not None:
+            self.recognizer = self.listener.recognizer     # replaced after a failure
         if self.recognizer is not None:
             try:
                 self.recognizer.set_grammar(listen.grammar if listen is not None else None)
@@ -1061,10 +1070,11 @@ class Conversation:
         return dataclasses.replace(self.record, updated_at=time.time(), **changes)
 
 
-def _post_webhook(hook: Webhook, call_uuid: str, log: Any) -> None:
+def _post_webhook(hook: Webhook, call_uuid: str, log: Any, pool: ThreadPool) -> None:
     """POST the webhook's payload as JSON; give up after its deadline. Never raises. The HTTP
-    exchange runs in the hub's threadpool, so a slow or dead server costs this greenlet only
-    (whether or not the process is monkey-patched)."""
+    exchange runs in ``pool`` (the webhooks' own threads, not the hub's threadpool that ASR
+    and TTS need), so a slow or dead server costs this greenlet only (whether or not the
+    process is monkey-patched)."""
     body = json.dumps({"call_uuid": call_uuid, **hook.payload}).encode()
     req = urllib.request.Request(hook.url, data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -1076,7 +1086,7 @@ def _post_webhook(hook: Webhook, call_uuid: str, log: Any) -> None:
             return int(resp.status)
 
     try:
-        status = gevent.get_hub().threadpool.spawn(post).get(timeout=deadline)
+        status = pool.spawn(post).get(timeout=deadline)
         log.info("conversation.webhook", status=status)
     except (Exception, gevent.Timeout) as e:
         log.warning("conversation.webhook_failed", error=repr(e)[:200])

@@ -102,6 +102,14 @@ def reload_config(old: Config, new: Config) -> tuple[Config, list[str], list[str
     return merged, changed, restart
 
 
+def size_threadpool(size: int = 0) -> int:
+    """Set the hub threadpool's size (``daemon.threadpool_size``; 0: max(10, 2 × cores + 4),
+    gevent's own default is 10 whatever the machine); returns it."""
+    n = size or max(10, 2 * (os.cpu_count() or 1) + 4)
+    gevent.get_hub().threadpool.maxsize = n
+    return n
+
+
 class Daemon:
     """One daemon process. ``run()`` blocks until drained; returns the exit status."""
 
@@ -141,6 +149,7 @@ class Daemon:
 
     def start(self) -> None:
         """Bind the listeners and start the control connection; load the voice engines."""
+        size_threadpool(self.cfg.daemon.threadpool_size)
         if self.voice is not None:
             self.notify.send("STATUS=starting: loading speech models")
             self.voice.start()

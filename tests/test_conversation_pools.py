@@ -3,14 +3,21 @@ is answered (never built on the hub) and given back, reset, when the call ends."
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import gevent
-from conversation_rig import Rig
+import pytest
+from conversation_rig import HttpRecorder, Rig
+from gevent.threadpool import ThreadPool
 
 from callctl import config
+from callctl.conversation import WEBHOOK_THREADS, _post_webhook
+from callctl.daemon import size_threadpool
+from callctl.dialog.base import Webhook
+from callctl.log import get_logger
 from callctl.sim import callers
 
 
@@ -49,3 +56,32 @@ def test_vad_pool_reuses_one_vad_across_two_calls(tmp_path: Path, redis_url: str
     assert rig.voice.vads_created == 1 and rig.voice.vads_reused == 2
     assert len(rig.voice._vads) == 1 and not rig.voice._vads[0].speaking
     print(f"longest hub gap while answering: {max(gaps) * 1000:.0f} ms")
+
+
+@pytest.mark.slow
+def test_slow_webhooks_leave_the_hub_threadpool_to_asr() -> None:
+    """Webhooks run in their own threads: with every webhook thread stuck on a slow server,
+    the hub's threadpool (ASR decodes, TTS) still runs work at once."""
+    hub_pool = gevent.get_hub().threadpool
+    before = hub_pool.maxsize
+    server = HttpRecorder(delay_s=3.0)
+    pool = ThreadPool(WEBHOOK_THREADS)
+    log = get_logger(component="test")
+    try:
+        size_threadpool(1)                        # one hub thread: a webhook in it would block
+        assert hub_pool.maxsize == 1
+        posts = [gevent.spawn(_post_webhook, Webhook(server.url, {"n": n}, 4000), "u", log,
+                              pool) for n in range(WEBHOOK_THREADS + 2)]
+        with gevent.Timeout(5):                   # (the server runs in a real thread)
+            while not server.got.is_set():
+                gevent.sleep(0.02)
+        with gevent.Timeout(2.0):                 # the webhooks take 3 s each
+            assert hub_pool.apply(lambda: 42) == 42
+        gevent.joinall(posts, timeout=10)
+        assert len(server.bodies) == WEBHOOK_THREADS + 2
+    finally:
+        hub_pool.maxsize = before
+        pool.kill()
+        server.close()
+    assert size_threadpool(0) == max(10, 2 * (os.cpu_count() or 1) + 4)
+    hub_pool.maxsize = before

@@ -14,6 +14,9 @@ committed by ``EndpointPolicy`` (``TurnCommitted``; marks ``speech_end``, ``asr_
 ``endpoint`` on the turn) → IDLE. A fork that closes or drains mid-turn commits the turn with
 reason ``fork_closed``/``fork_drained``. No audio for ``no_audio_timeout_s`` → ``NoAudio``;
 the first frame after each (re)connect → ``FirstAudio``.
+A recognizer that fails or hangs (``decode_timeout_s``) costs the rest of that turn
+(``AsrFailed``); given its ``engine``, the listener drops it (never pooled) and takes a fresh
+one for the next turn (``AsrRecovered``: re-apply the grammar); without, ASR stays off.
 Fork control events (connected, text, closed...) are passed on to ``emit`` unchanged.
 
 ``emit`` is called on the listener's greenlet and must not block for long (the session
@@ -65,6 +68,13 @@ from callctl.turns import (
 
 Emit = Callable[[Any], None]
 
+
+@dataclasses.dataclass(frozen=True)
+class AsrRecovered:
+    """A fresh recognizer replaced the one that failed; it has no grammar set yet."""
+
+    at: float
+
 #: A gap in arriving audio longer than this counts as silence (the fork stopped sending, e.g.
 #: paused). Shorter gaps are arrival jitter or our own late reads under load, which must not
 #: end a turn: the audio that follows them says whether the caller was silent.
@@ -93,6 +103,7 @@ class Listener:
         decode_timeout_s: float = 30.0,
         call_uuid: str | None = None,
         metrics: Metrics | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.inbox = inbox
         self.recognizer = recognizer
@@ -126,8 +137,10 @@ class Listener:
         self._last_audio = time.monotonic()
         self._no_audio_reported = False
         self._first_audio_seen = False
+        self.engine = engine                 # where a fresh recognizer comes from
         self._asr_ok = True
         self._busy = False                   # a recognizer call is running in a thread
+        self._job: Any = None                # ... that one
 
     # -- control from the session (any greenlet) -----------------------------------------------
 
@@ -271,11 +284,11 @@ class Listener:
         if not self._asr_ok:
             return None
         job = gevent.get_hub().threadpool.spawn(fn, *args)
-        self._busy = True
+        self._busy, self._job = True, job
         job.rawlink(self._job_done)
         try:
             return job.get(timeout=self.decode_timeout_s)
-        except (Exception, gevent.Timeout) as e:  # engine error or hung: this call loses ASR
+        except (Exception, gevent.Timeout) as e:  # engine error or hung: this turn loses ASR
             self._asr_ok = False
             if self.metrics is not None:
                 self.metrics.engine_failures.labels(engine=self.recognizer.engine).inc()
@@ -283,8 +296,24 @@ class Listener:
             self.emit(AsrFailed(repr(e), time.monotonic()))
             return None
 
-    def _job_done(self, _job: Any) -> None:
-        self._busy = False
+    def _job_done(self, job: Any) -> None:
+        if job is self._job:
+            self._busy = False
+
+    def _recover(self) -> None:
+        """Between turns: replace a failed recognizer with a fresh one from ``engine`` (the
+        failed one may still be decoding in a thread: it is dropped, never pooled)."""
+        if self._asr_ok or self.engine is None:
+            return
+        try:
+            fresh = self.engine.acquire()
+        except Exception as e:
+            self.log.error("recognizer not replaced", error=repr(e))
+            self.engine = None               # do not retry every turn
+            return
+        self.recognizer, self._job, self._busy, self._asr_ok = fresh, None, False, True
+        self.log.warning("recognizer replaced")
+        self.emit(AsrRecovered(time.monotonic()))
 
     def _decode(self, frames: list[AudioFrame]) -> None:
         if not frames:
@@ -377,3 +406,4 @@ class Listener:
         self._parts, self._words, self._partial = [], [], ""
         self._speculative = None
         self.emit(TurnCommitted(text, words, reason, now, turn))
+        self._recover()
