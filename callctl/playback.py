@@ -21,7 +21,10 @@ How this works:
   a ``mark`` text message is sent, and
   the module's ``{"type": "mark", "data": {"name": …, "event": "playout"}}`` (forwarded to
   ``on_fork_message``) says that piece has played. ``interrupt()`` sends ``killAudio`` then
-  ``clearMarks``.
+  ``clearMarks``. ``cmd_sent`` is the first frame sent; ``started`` (when the caller began
+  to hear it) is the first ``playout`` mark's time minus the audio played up to that mark,
+  or, when no mark came back (interrupted first, or a module that does not echo marks),
+  the first frame plus the module's pre-buffer (``min(lead_ms, 1280 samples)``).
 
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
@@ -373,6 +376,14 @@ class StreamPlayback(PlaybackHandle):
         self._wake = gevent.event.Event()
         self._pacer: gevent.Greenlet[Any, Any] | None = None
         self._by_name: dict[str, _Piece] = {}
+        # the module holds this much before it plays (at most what we send ahead of time)
+        self.prebuffer_s = min(self.lead_s, 1280 / rate)
+
+    def _assume_started(self) -> None:
+        """No playout mark says when the caller began to hear the reply: estimate it as the
+        first frame plus the module's pre-buffer (never later than now)."""
+        if self.started is None and self.cmd_sent is not None:
+            self._mark_started(min(time.monotonic(), self.cmd_sent + self.prebuffer_s))
 
     def add(self, chunk: AudioChunk) -> None:
         if self.done:
@@ -429,9 +440,7 @@ class StreamPlayback(PlaybackHandle):
                 self._fork_gone()
                 return
             if self.cmd_sent is None:
-                at = time.monotonic()
-                self._mark_cmd_sent(at)
-                self._mark_started(at)
+                self._mark_cmd_sent(time.monotonic())    # started: at the first mark echo
             sent_s += len(item) / bytes_per_s
         if self.done or t0 is None:
             return
@@ -440,6 +449,7 @@ class StreamPlayback(PlaybackHandle):
         left = max(0.0, sent_s - (time.monotonic() - t0)) + self.mark_grace_s
         if not self.wait(left):
             self.log.warning("playback_marks_missing", pieces=len(self.pieces))
+            self._assume_started()
             for piece in self.pieces:
                 piece.state = "done"
             self._maybe_done()
@@ -459,6 +469,10 @@ class StreamPlayback(PlaybackHandle):
         if piece is None or data.get("event") != "playout":
             return
         piece.state = "done"
+        if self.started is None and self.cmd_sent is not None:
+            # the module played everything up to the end of this piece: it began that long ago
+            played = sum(p.duration_s for p in self.pieces[:piece.index + 1])
+            self._mark_started(max(self.cmd_sent, time.monotonic() - played))
         if not self.done:
             self._maybe_done()
 
@@ -468,6 +482,7 @@ class StreamPlayback(PlaybackHandle):
         self.send_text('{"type":"clearMarks"}')
 
     def _release(self) -> None:
+        self._assume_started()        # cut or hung up before the first mark came back
         self._outbox.clear()
         self._wake.set()
         pacer, self._pacer = self._pacer, None

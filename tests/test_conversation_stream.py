@@ -42,6 +42,13 @@ def test_stream_mode_greeting_and_reply_then_transfer(rig: Rig) -> None:
     # marks came back: the greeting was known to have played out, so the call listened
     assert [lat for lat in callers.turn_latencies(caller.log, heard) if lat is not None]
     assert not rig.playback_files()
+    # "started" is when the emulated module played (a mark echo), not the first frame sent:
+    # the play_out hop (first frame -> heard) is no longer a constant zero
+    assert rig.sample("callctl_hop_seconds_count", {"hop": "play_out"}) >= 2
+    assert rig.sample("callctl_hop_seconds_sum", {"hop": "play_out"}) > 0
+    assert rig.store.flush(5)
+    turns = rig.store.get_turns(call.uuid)
+    assert turns and all(t.latency_ms is not None and t.latency_ms > 0 for t in turns), turns
 
 
 @pytest.mark.slow

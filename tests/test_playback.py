@@ -246,10 +246,14 @@ def test_stream_sends_paced_frames_and_marks() -> None:
     assert fork.marks() == [p.event_uuid for p in h.pieces]
     span = fork.frames[-1][0] - fork.frames[0][0]
     assert span > 0.3  # paced, not dumped (0.5 s of audio, 60 ms lead)
-    assert h.started == h.cmd_sent == turn.marks["playback_started"]
+    assert h.cmd_sent == turn.marks["playback_cmd"] == pytest.approx(fork.frames[0][0], abs=0.01)
+    assert h.started is None               # not before the module says it played something
     for name in fork.marks():
         h.on_fork_message({"type": "mark", "data": {"name": name, "event": "playout"}})
     assert h.done and not h.interrupted
+    # back-dated from the first mark by the first piece's 0.3 s, never before the first frame
+    assert h.started == turn.marks["playback_started"]
+    assert h.cmd_sent <= h.started <= h.stopped - 0.3 + 1e-6
 
 
 def test_stream_interrupt_kills_audio_and_stops_frames() -> None:
@@ -263,6 +267,8 @@ def test_stream_interrupt_kills_audio_and_stops_frames() -> None:
     assert len(fork.frames) == n < 100
     assert fork.texts[-2:] == ['{"type":"killAudio"}', '{"type":"clearMarks"}']
     assert h.cut_text == "long"
+    # cut before any mark came back: the first frame plus the module's pre-buffer
+    assert h.cmd_sent is not None and h.started == pytest.approx(h.cmd_sent + 0.04)
     # The module reports the pending mark as cleared: ignored.
     h.on_fork_message({"type": "mark", "data": {"name": h.pieces[0].event_uuid,
                                                 "event": "cleared"}})
