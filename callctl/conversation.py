@@ -637,6 +637,7 @@ class Conversation:
             self._drop_speculation()
             real = bool(self._real_words(ev.text))
             if real:
+                turn.mark("deferred")             # answered late on purpose: see _observe
                 self.deferred = (Speech(ev.text, final=True), turn)
             self.log.info("conversation.turn_over_bot", words=len(words_of(ev.text)),
                           deferred=real)
@@ -775,7 +776,7 @@ class Conversation:
         if turn is not None:
             turn.mark("dialog")
             turn.reply = " ".join(reply.sentences)
-            if "asr_final" in turn.marks:
+            if "asr_final" in turn.marks and "deferred" not in turn.marks:
                 self.v.metrics.observe_hop("dialog", turn.marks["dialog"] - turn.marks["asr_final"])
         self._reply(reply, turn)
 
@@ -997,9 +998,14 @@ class Conversation:
             latency = turn.turn_latency()
             if latency is not None:
                 self.latency_done.add(turn.index)
-                self.v.metrics.turn_latency.labels(route=self.call.route_label).observe(latency)
+                # a deferred turn waited for the bot's prompt to end: its "latency" is that
+                # prompt, not ours (stored with its "deferred" mark, kept out of the metric)
+                if "deferred" not in turn.marks:
+                    self.v.metrics.turn_latency.labels(route=self.call.route_label).observe(
+                        latency)
                 self.v.store.add_turn(self.record, TurnRecord.from_timeline(turn, self.origin))
                 self.log.info("conversation.turn", index=turn.index,
+                              deferred="deferred" in turn.marks,
                               latency_ms=round(latency * 1000), hops_ms={
                                   k: round(s * 1000) for k, s in turn.hops().items()})
 

@@ -62,6 +62,11 @@ def test_too_few_words_over_the_bot_are_answered_after_it(tmp_path: Path, redis_
     assert rig.said == [GREETING, "Connecting you to billing."], rig.said
     assert rig.transfers(call.uuid) == ["7001"]
     assert_no_overlap(heard)
+    # answered after the greeting on purpose: stored as deferred, not counted as latency
+    turns = rig.store.get_turns(call.uuid)
+    assert len(turns) == 1 and "deferred" in turns[0].marks_ms, turns
+    assert rig.sample("callctl_turn_latency_seconds_count", {"route": "front_desk"}) == 0
+    assert rig.sample("callctl_hop_seconds_count", {"hop": "dialog"}) == 0
 
 
 @pytest.mark.slow

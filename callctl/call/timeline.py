@@ -17,6 +17,7 @@ MARKS = (
     "speech_end",
     "endpoint",
     "asr_final",
+    "deferred",          # committed over the bot: answered once its prompt had played
     "dialog",
     "tts_first_chunk",
     "playback_cmd",
