@@ -98,7 +98,7 @@ from callctl.store import SessionStore, open_store
 from callctl.store.base import CallRecord, TurnRecord
 from callctl.tts import build_speaker
 from callctl.tts.base import AudioChunk, TtsError, read_wav, resample
-from callctl.tts.speaker import ChunkReady, ReplySynthesized, Speaker
+from callctl.tts.speaker import ChunkReady, Prerender, ReplySynthesized, Speaker
 from callctl.tts.speaker import Reply as SpokenReply
 from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
 
@@ -323,6 +323,7 @@ class Conversation:
         self.pending: list[Transfer | Hangup] = []   # terminal action once the reply played
         self.deferred: tuple[TurnInput, Turn | None] | None = None
         self.spec: tuple[str, Proposal, Reply] | None = None
+        self.ahead: dict[str, Prerender] = {}     # speculative sentences synthesized ahead
         self.opening: Reply | None = None             # stream mode: waiting for the fork
         self.helpers: list[gevent.Greenlet[Any, Any]] = []
         self.turns = 0
@@ -439,6 +440,7 @@ class Conversation:
             return
         self.ended = True
         self._drop_speculation()
+        self._drop_ahead()
         for pump in (self.pump, self.spec_pump):
             if pump is not None:
                 pump.stop()
@@ -600,23 +602,23 @@ class Conversation:
             return
         reply = proposal.reply()
         self.spec = (text, proposal, reply)
-        cache = self.v.speaker.cache
-        todo = [s for s in reply.sentences if s.strip() and cache is not None
-                and cache.get(self.v.speaker.primary, s, self.v.rate) is None]
-        if todo:
-            self.helpers = [g for g in self.helpers if not g.dead]
-            self.helpers.append(gevent.spawn(self._prerender, todo))
+        # its sentences are synthesized into memory now (never into the prompt cache: they
+        # may hold caller data); the committed reply plays them (``_next_sentence``)
+        self._drop_ahead()
+        self.ahead = {p.text: self.v.speaker.prerender(p.text) for p in reply.prompts
+                      if p.text.strip() and not p.audio}
 
-    def _prerender(self, texts: list[str]) -> None:
-        try:
-            self.v.speaker.prepare(texts)
-        except Exception:
-            self.log.exception("conversation.prerender_failed")
+    def _drop_ahead(self) -> None:
+        """Cancel the speculative sentences still synthesizing or unused."""
+        for ahead in self.ahead.values():
+            ahead.cancel()
+        self.ahead = {}
 
     def _drop_speculation(self) -> None:
         if self.spec is not None:
             self.spec[1].cancel()
             self.spec = None
+            self._drop_ahead()
         if self.spec_pump is not None:
             self.spec_pump.stop()
             self.spec_pump = None
@@ -654,7 +656,7 @@ class Conversation:
         self.digits = ""
         if self.spec is not None and self.spec[0] == ev.text:
             _, proposal, reply = self.spec
-            self.spec = None
+            self.spec = None                      # its prerendered sentences stay (ahead)
             self._end_previous_reply()
             try:
                 proposal.commit()
@@ -895,7 +897,8 @@ class Conversation:
             line = utt.queue.popleft()
             utt.sentences.append(line)
             utt.current = self.v.speaker.say(line.text, utt.handle, turn=utt.turn,
-                                             post=self.call.inbox.put_control)
+                                             post=self.call.inbox.put_control,
+                                             ready=self.ahead.pop(line.text, None))
         elif utt.complete:
             utt.handle.finish()
             self._check_played()

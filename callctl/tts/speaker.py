@@ -121,6 +121,34 @@ class Reply:
         return bool(g.dead)
 
 
+@dataclass(eq=False)
+class Prerender:
+    """One sentence synthesized ahead of time for one call (a speculative reply), kept in
+    memory only: nothing is written to the prompt cache (it may hold caller data). ``chunks``
+    is set once every piece was synthesized by the main engine; None while running, when the
+    prompt cache already has the text, or on failure. Hand it to ``Speaker.say(ready=...)``
+    when the reply is committed; ``cancel()`` it when the speculation is dropped."""
+
+    text: str                                # cleaned, as ``Reply.text``
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    chunks: list[AudioChunk] | None = None
+    greenlet: gevent.Greenlet[Any, Any] | None = None
+
+    def cancel(self) -> None:
+        """Stop synthesis now (idempotent)."""
+        self.cancel_token.cancel()
+        g = self.greenlet
+        if g is not None and not g.dead and g is not gevent.getcurrent():
+            g.kill(block=True, timeout=2.0)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the synthesis to end; True when it did."""
+        g = self.greenlet
+        if g is not None:
+            g.join(timeout)
+        return g is None or bool(g.dead)
+
+
 class Speaker:
     """Turns reply text into audio in a playback handle. One per call (or shared: it holds
     no per-call state)."""
@@ -155,11 +183,35 @@ class Speaker:
             self.log.error("tts_one_moment_prompt_missing", text=self.one_moment_text)
         return counts
 
+    def prerender(self, text: str) -> Prerender:
+        """Start synthesizing ``text`` into memory (a speculative reply's sentence); returns
+        at once. Skipped (``chunks`` None) when the prompt cache already has the text."""
+        ahead = Prerender(clean_text(text))
+        cached = self.cache is not None and bool(ahead.text) and \
+            self.cache.path_for(self.primary, ahead.text, self.rate).is_file()
+        if ahead.text and not cached:
+            ahead.greenlet = gevent.spawn(self._prerender, ahead)
+        return ahead
+
+    def _prerender(self, ahead: Prerender) -> None:
+        chunks: list[AudioChunk] = []
+        try:
+            for piece in split_sentences(ahead.text):
+                got = self._synthesize(self.primary, piece, ahead.cancel_token)
+                if not got:
+                    return                     # say() synthesizes it (with the fallback)
+                chunks += got
+        except Cancelled:
+            return
+        ahead.chunks = chunks
+
     def say(self, text: str, playback: PlaybackHandle, turn: Turn | None = None,
-            post: Post | None = None) -> Reply:
+            post: Post | None = None, ready: Prerender | None = None) -> Reply:
         """Start speaking ``text`` into ``playback``; returns at once. The handle is
         ``finish()``-ed when the last piece is queued. Empty or unspeakable text plays
-        nothing and finishes the handle.
+        nothing and finishes the handle. ``ready``: a ``prerender`` of the same text, whose
+        audio is used (waited for, up to the deadline, if still running) instead of
+        synthesizing it again; another text's is ignored.
 
         Without ``post`` the feeder greenlet calls ``playback.add``/``finish`` itself (stream
         mode, tests). With ``post`` (file mode in a CallSession, whose ESL socket only its
@@ -169,14 +221,21 @@ class Speaker:
         reply = Reply(text=cleaned, pieces=split_sentences(cleaned), playback=playback,
                       post=post)
         playback.add_stop_callback(reply.cancel)
-        reply.greenlet = gevent.spawn(self._feed, reply, turn)
+        ahead = ready if ready is not None and ready.text == cleaned else None
+        reply.greenlet = gevent.spawn(self._feed, reply, turn, ahead)
         return reply
 
     # -- the feeder -------------------------------------------------------------------------
 
-    def _feed(self, reply: Reply, turn: Turn | None) -> None:
+    def _feed(self, reply: Reply, turn: Turn | None, ahead: Prerender | None = None) -> None:
         try:
-            self._feed_pieces(reply, turn)
+            if ahead is not None and ahead.wait(self.deadline_s) and ahead.chunks:
+                for chunk in ahead.chunks:
+                    self._hand_over(reply, chunk, self.primary.engine, turn)
+            else:
+                if ahead is not None:
+                    ahead.cancel()
+                self._feed_pieces(reply, turn)
         except Cancelled:
             pass
         except PlaybackError as exc:
