@@ -108,6 +108,7 @@ FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
 VAD_WARM_MAX = 16     # VADs built at start-up (at most daemon.max_calls)
 WEBHOOK_THREADS = 4   # webhooks' own threads: a slow server never starves ASR/TTS
+PLAYBACK_STALE_S = 600  # start-up: reply files older than this were left by a crash
 
 
 class Voice:
@@ -141,6 +142,9 @@ class Voice:
             host, port = self.forks.address
             self.forks.public_url = f"ws://{host}:{port}"
         self.store.start()
+        swept = sweep_playback_dir(self.playback_dir)
+        if swept:
+            self.log.info("voice.playback_swept", files=swept, dir=str(self.playback_dir))
         t0 = time.monotonic()
         if self.asr is None:
             from callctl.asr import build_engine
@@ -186,6 +190,26 @@ class Voice:
         if self.asr is None:
             raise RuntimeError("Voice.start() was not called")
         return Conversation(self, call)
+
+
+def sweep_playback_dir(root: Path, older_than_s: float = PLAYBACK_STALE_S) -> int:
+    """Delete reply files a crashed daemon left in ``playback.dir`` (a live call's files are
+    deleted when played): every ``.tmp-*`` (a write cut short) and every file older than
+    ``older_than_s``. Returns how many were deleted; never raises (a missing dir is fine)."""
+    cutoff = time.time() - older_than_s
+    n = 0
+    try:
+        paths = [p for p in root.rglob("*") if p.is_file()]
+    except OSError:
+        return 0
+    for path in paths:
+        try:
+            if path.name.startswith(".tmp-") or path.stat().st_mtime < cutoff:
+                path.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
 
 
 def make_factory(cfg: Config, metrics: Metrics, config_path: str | None = None) -> Voice:

@@ -14,7 +14,12 @@ from conversation_rig import HttpRecorder, Rig
 from gevent.threadpool import ThreadPool
 
 from callctl import config
-from callctl.conversation import WEBHOOK_THREADS, _post_webhook
+from callctl.conversation import (
+    PLAYBACK_STALE_S,
+    WEBHOOK_THREADS,
+    _post_webhook,
+    sweep_playback_dir,
+)
 from callctl.daemon import size_threadpool
 from callctl.dialog.base import Webhook
 from callctl.log import get_logger
@@ -85,3 +90,21 @@ def test_slow_webhooks_leave_the_hub_threadpool_to_asr() -> None:
         server.close()
     assert size_threadpool(0) == max(10, 2 * (os.cpu_count() or 1) + 4)
     hub_pool.maxsize = before
+
+
+def test_start_sweeps_playback_files_left_by_a_crash(tmp_path: Path, redis_url: str,
+                                                     vosk_engine: Any) -> None:
+    root = tmp_path / "playback"
+    (root / "ab").mkdir(parents=True)
+    stale = root / "ab" / "old-reply.wav"
+    torn = root / "ab" / ".tmp-x1y2.wav"
+    fresh = root / "ab" / "live-reply.wav"
+    for p in (stale, torn, fresh):
+        p.write_bytes(b"RIFF")
+    old = time.time() - PLAYBACK_STALE_S - 60
+    os.utime(stale, (old, old))
+    rig = Rig(tmp_path, redis_url, vosk_engine)      # Voice.start() runs in the daemon
+    rig.close()
+    assert not stale.exists() and not torn.exists()
+    assert fresh.exists()                             # a recent file is left alone
+    assert sweep_playback_dir(tmp_path / "no-such-dir") == 0
