@@ -134,7 +134,9 @@ class Recovery:
                 how = "sent to our socket" if self._to_socket(uuid) else "transfer failed"
             else:
                 how = f"waiting for the dialplan to re-enter (in {r.channel.application!r})"
-                later_resume.append(uuid)
+            # checked again after the grace period either way: a caller who hangs up on the
+            # way to our socket never reaches a session that would release the lease
+            later_resume.append(uuid)
             self.log.info("reconcile.resume", call_uuid=uuid, flow_node=r.record.flow_node,
                           previous_owner=r.owner, action=how)
         for ch in plan.end:
