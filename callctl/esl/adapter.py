@@ -300,6 +300,7 @@ class _Fixed:
         self.source = source
         self.event_sink: Sink | None = None
         self.close_reason: str | None = None
+        self.last_rx = time.monotonic()      # when the peer last sent a byte
         self._waiters: list[tuple[Callable[[EslEvent], bool], gevent.event.AsyncResult, bool]] = []
         self._closed = gevent.event.Event()
 
@@ -311,6 +312,7 @@ class _Fixed:
         try:
             while self._run:
                 data = self.sock.recv(65536)
+                self.last_rx = time.monotonic()
                 if not data:
                     if reader.buffered:
                         reason = "closed by peer mid-frame"
@@ -571,6 +573,7 @@ class InboundConnection(_Fixed, InboundESL):
             with gevent.Timeout(self.command_timeout,
                                 EslTimeout(f"connect/auth took over {self.command_timeout:g} s")):
                 InboundESL.connect(self)
+            keepalive(self.sock)
         except ValueError:
             self.close_reason = "password refused"
             self._abort_quietly()
@@ -597,6 +600,18 @@ class InboundConnection(_Fixed, InboundESL):
 # ------------------------------------------------------------------------------------------
 
 
+def keepalive(sock: Any) -> None:
+    """TCP keepalive on an ESL socket, so the kernel ends a connection whose peer vanished
+    (probes after 30 s idle, every 10 s, 3 misses; the defaults are 2 hours)."""
+    try:
+        sock.setsockopt(_pysocket.SOL_SOCKET, _pysocket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(_pysocket, name):
+                sock.setsockopt(_pysocket.IPPROTO_TCP, getattr(_pysocket, name), value)
+    except OSError:
+        pass
+
+
 class OutboundListener:
     """A gevent ``StreamServer`` for FreeSWITCH's ``socket`` app. Each accepted socket is
     handed to ``handler(sock, address)`` in its own greenlet; the socket is closed when the
@@ -621,6 +636,7 @@ class OutboundListener:
             sock.setsockopt(_pysocket.IPPROTO_TCP, _pysocket.TCP_NODELAY, 1)
         except OSError:
             pass
+        keepalive(sock)
         try:
             self._handler(sock, address)
         except Exception:

@@ -6,11 +6,17 @@ connection dies → sleep a backoff → again". The backoff doubles from ``BASE_
 ``esl.reconnect_max_s`` with jitter (each delay is drawn from [d/2, d]) and resets after a
 connection that lived. ``connected`` is the readiness signal; calls on their own outbound
 sockets never depend on this connection, so they go on while it reconnects.
+
+A half-open connection (switch gone without a FIN/RST: power loss, a firewall dropping the
+flow) is noticed: FreeSWITCH sends a HEARTBEAT every 20 s, so after ``idle_probe_s`` without
+a byte from the switch the supervisor sends ``api status`` with ``probe_timeout_s``; no
+answer (``EslTimeout``) closes the connection and it is made again. TCP keepalive is on too.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import gevent
@@ -21,6 +27,7 @@ from callctl.esl.adapter import (
     EslDisconnected,
     EslError,
     EslEvent,
+    EslTimeout,
     InboundConnection,
     check_reply,
 )
@@ -29,6 +36,8 @@ from callctl.metrics import Metrics
 
 BASE_DELAY_S = 0.5
 SUBSCRIPTION = "event plain HEARTBEAT CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB"
+IDLE_PROBE_S = 45.0      # no byte from the switch this long: probe it
+PROBE_TIMEOUT_S = 5.0    # the probe's own timeout; no answer = the connection is dead
 
 
 def backoff_delay(attempt: int, cap_s: float, rnd: Callable[[float, float], float],
@@ -61,6 +70,8 @@ class ControlConnection:
         self._greenlet: gevent.Greenlet | None = None
         self.log = get_logger(component="esl_control")
         self.connects = 0
+        self.idle_probe_s = IDLE_PROBE_S
+        self.probe_timeout_s = PROBE_TIMEOUT_S
         metrics.esl_connected.set(0)
 
     @property
@@ -101,7 +112,7 @@ class ControlConnection:
             self._up.set()
             self.metrics.esl_connected.set(1)
             self.log.info("esl.control_connected", host=self.cfg.host, port=self.cfg.port)
-            conn.wait_closed(None)
+            self._watch(conn)
             self._up.clear()
             self.metrics.esl_connected.set(0)
             if not self._stopping:
@@ -109,6 +120,21 @@ class ControlConnection:
                 conn.stop(exit_timeout=0.1)
                 attempt = 1
                 gevent.sleep(backoff_delay(attempt, self.cfg.reconnect_max_s, self._rnd))
+
+    def _watch(self, conn: InboundConnection) -> None:
+        """Return once ``conn`` is closed; probe it when the switch has been silent for
+        ``idle_probe_s``, and close it when the probe gets no answer."""
+        while not conn.wait_closed(max(0.05, self.idle_probe_s / 4)):
+            silent_s = time.monotonic() - conn.last_rx
+            if silent_s < self.idle_probe_s:
+                continue
+            try:
+                conn.send("api status", timeout=self.probe_timeout_s)
+            except EslTimeout:                 # the send closed the connection already
+                self.log.warning("esl.control_half_open", silent_s=round(silent_s, 1))
+                conn.abort()
+            except EslError:
+                pass                           # closed meanwhile, or -ERR: it did answer
 
     def _sink(self, ev: EslEvent) -> None:
         if self.on_event is not None and ev.headers.get("Event-Name"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from typing import Any
 
 import gevent
@@ -31,6 +32,7 @@ class FakeInboundSwitch:
 
     def __init__(self, port: int = 0) -> None:
         self.socks: list[Any] = []
+        self.silent = False          # half-open: reads, never answers (first connection only)
         self.server = gevent.server.StreamServer(("127.0.0.1", port), self._serve)
         self.server.start()
         self.port = self.server.server_port
@@ -44,6 +46,8 @@ class FakeInboundSwitch:
             if not data:
                 return
             buf += data
+            if self.silent and len(self.socks) == 1:
+                continue
             while b"\n\n" in buf:
                 cmd, buf = buf.split(b"\n\n", 1)
                 if cmd.startswith(b"auth"):
@@ -188,3 +192,25 @@ def test_control_reconnects_to_a_whole_new_emulated_switch(metrics: Metrics) -> 
     assert "UP" in cc.api("status")
     cc.stop()
     sw2.stop()
+
+
+def test_half_open_control_connection_is_probed_and_remade(metrics: Metrics) -> None:
+    sw = FakeInboundSwitch()
+    cc = ControlConnection(cfg(sw.port), metrics)
+    cc.idle_probe_s, cc.probe_timeout_s = 0.3, 0.3
+    cc.start()
+    try:
+        assert cc.wait_connected(3)
+        gevent.sleep(1.0)                 # a switch that answers the probes: left alone
+        assert len(sw.socks) == 1 and cc.connected
+        assert cc._conn is not None and \
+            cc._conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        sw.silent = True                  # gone without a FIN: no HEARTBEAT, no replies
+        with gevent.Timeout(5):
+            while len(sw.socks) < 2 or not cc.connected:
+                gevent.sleep(0.05)
+        assert cc.api("status").startswith("UP")
+        assert metrics.esl_reconnects._value.get() == 1
+    finally:
+        cc.stop()
+        sw.stop()
