@@ -13,6 +13,9 @@ its calls up at once; another node only once the old lease lapsed). The answer i
               so FreeSWITCH's dialplan goes on (hold prompt, ``socket`` again, humans).
 ``unleased``  the store did not answer: the call goes on without a lease (logged once per
               outage, counted); the renewal loop takes the lease when the store is back.
+              While the store is known to be down (a lease operation failed and no renewal
+              has succeeded since) calls are unleased at once, without a round trip: an
+              unreachable Redis must not add its timeouts to answering every call.
 ============  ================================================================================
 
 One greenlet (``start``) renews every held lease each ``lease_s / 3``. A renewal that finds
@@ -92,6 +95,9 @@ class Ownership:
     def acquire(self, uuid: str) -> Acquired:
         """Take the call's lease (module docstring). Never raises."""
         record: CallRecord | None = None
+        if self._down:                        # known down: the renewal loop leases it later
+            self.metrics.call_leases.labels(outcome=UNLEASED).inc()
+            return Acquired(UNLEASED)
         try:
             try:
                 record = self.store.get_call(uuid)
@@ -139,14 +145,20 @@ class Ownership:
                 self.log.exception("lease.renew_failed")
 
     def renew_all(self) -> None:
-        """One renewal round (the greenlet's body; public for tests)."""
-        for uuid in list(self._held):
-            try:
-                ok = self.store.renew(uuid, self.node_id, self.lease_s)
-            except StoreError as e:
-                self._store_down("renew", e)
-                return
-            self._store_up()
+        """One renewal round, one store round trip (the greenlet's body; public for tests).
+        With no call held, a store that is healthy again ends a known outage."""
+        uuids = list(self._held)
+        if not uuids:
+            if self._down and self.store.healthy:
+                self._store_up()
+            return
+        try:
+            renewed = self.store.renew_many(uuids, self.node_id, self.lease_s)
+        except StoreError as e:
+            self._store_down("renew", e)
+            return
+        self._store_up()
+        for uuid, ok in zip(uuids, renewed, strict=True):
             if not ok and uuid in self._held:
                 on_lost = self._held.pop(uuid)
                 self.metrics.call_leases.labels(outcome="lost").inc()

@@ -415,6 +415,11 @@ class SessionStore(ABC):
         """Extend ``node_id``'s lease. A lapsed lease nobody took is re-taken. False: another
         node holds it now; stop driving the call."""
 
+    def renew_many(self, uuids: Sequence[str], node_id: str, ttl_s: float) -> list[bool]:
+        """``renew`` each of ``uuids`` (results in the same order), in one round trip where
+        the backend can. Raises ``StoreError`` like ``renew``."""
+        return [self.renew(u, node_id, ttl_s) for u in uuids]
+
     @abstractmethod
     def release(self, uuid: str, node_id: str) -> bool:
         """Drop the lease if ``node_id`` holds it (compare-and-delete). True if dropped."""

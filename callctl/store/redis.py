@@ -256,6 +256,15 @@ class RedisStore(SessionStore):
         key = self.keys.owner(uuid)
         return bool(self._call(lambda: self._renew(keys=[key], args=[node_id, _ms(ttl_s)])))
 
+    def renew_many(self, uuids: Sequence[str], node_id: str, ttl_s: float) -> list[bool]:
+        def run() -> list[bool]:
+            pipe = self._client.pipeline(transaction=False)
+            for uuid in uuids:
+                self._renew(keys=[self.keys.owner(uuid)], args=[node_id, _ms(ttl_s)],
+                            client=pipe)
+            return [bool(r) for r in pipe.execute()]
+        return self._call(run) if uuids else []
+
     def release(self, uuid: str, node_id: str) -> bool:
         key = self.keys.owner(uuid)
         return bool(self._call(lambda: self._release(keys=[key], args=[node_id])))
