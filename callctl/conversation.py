@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 import numpy as np
@@ -232,6 +232,7 @@ class PartReady:
 class PartsDone:
     """A ``_Pump``'s proposal has no more parts (``error``: it raised, which it should not)."""
 
+    must_deliver: ClassVar[bool] = True    # never dropped by a full call inbox
     pump: _Pump
     error: str = ""
 
@@ -240,6 +241,7 @@ class PartsDone:
 class PlayedOut:
     """``handle`` is done (played out, cut, or failed); posted by its watcher greenlet."""
 
+    must_deliver: ClassVar[bool] = True    # never dropped by a full call inbox
     handle: PlaybackHandle
 
 

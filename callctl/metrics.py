@@ -81,6 +81,10 @@ class Metrics:
             ["command"], buckets=LATENCY_BUCKETS, registry=r)
         self.esl_reconnects = Counter(
             "callctl_esl_reconnects_total", "Control connection reconnects.", registry=r)
+        self.inbox_dropped = Counter(
+            "callctl_inbox_dropped_total",
+            "Control messages a call's full inbox dropped, by message class.",
+            ["kind"], registry=r)
         self.audio_frames_dropped = Counter(
             "callctl_audio_frames_dropped_total", "Audio frames dropped (inbox overflow).",
             registry=r)

@@ -19,7 +19,7 @@ import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import gevent
 import gevent.event
@@ -39,6 +39,7 @@ from callctl.metrics import Metrics
 
 CONTROL_INBOX = 1000      # ESL events/requests waiting for the session
 MEDIA_INBOX = 500         # media events (audio frames etc.) waiting for the session
+MUST_EXTRA = 200          # room past CONTROL_INBOX for messages that must not be lost
 IDLE_TICK_S = 1.0         # the loop wakes at least this often (deadlines)
 
 
@@ -71,6 +72,7 @@ class ReleaseRequested:
 class TimerFired:
     """A timer set with ``CallSession.call_later`` went off."""
 
+    must_deliver: ClassVar[bool] = True    # see ``Inbox.put_control``
     name: str
 
 
@@ -102,7 +104,12 @@ ConversationFactory = Callable[["CallSession"], Conversation]
 
 
 class Inbox:
-    """Bounded two-lane mailbox: control before media; the terminal message is never lost."""
+    """Bounded two-lane mailbox: control before media; the terminal message is never lost.
+
+    A message whose class sets ``must_deliver = True`` (a timer, a reply synthesized or
+    played out: the dialog loop would wait for ever without it) is queued past a full
+    control lane, in order, up to ``MUST_EXTRA`` more. Every dropped control message is
+    counted and passed to ``on_drop`` (the session counts it in a metric)."""
 
     def __init__(self, control_max: int = CONTROL_INBOX, media_max: int = MEDIA_INBOX) -> None:
         self._control: deque[object] = deque()
@@ -112,17 +119,23 @@ class Inbox:
         self.media_max = media_max
         self.dropped_control = 0
         self.dropped_media = 0
+        self.on_drop: Callable[[object], None] | None = None
         self._ready = gevent.event.Event()
 
     def put_control(self, item: object, terminal: bool = False) -> bool:
-        """Queue a control message; False if it was dropped (lane full, not terminal)."""
+        """Queue a control message; False if it was dropped (lane full, not terminal, not
+        ``must_deliver``)."""
         if len(self._control) >= self.control_max:
             if terminal and self._terminal is None:
                 self._terminal = item
                 self._ready.set()
                 return True
-            self.dropped_control += 1
-            return False
+            if not (getattr(item, "must_deliver", False)
+                    and len(self._control) < self.control_max + MUST_EXTRA):
+                self.dropped_control += 1
+                if self.on_drop is not None:
+                    self.on_drop(item)
+                return False
         self._control.append(item)
         self._ready.set()
         return True
@@ -185,6 +198,7 @@ class CallSession:
                                    transfer_context, bridge_profile)
         self.machine = CallStateMachine()
         self.inbox = Inbox()
+        self.inbox.on_drop = self._dropped
         self.log = get_logger(call_uuid=self.uuid)
         self.conversation: Conversation | None = None
         self._factory = conversation_factory
@@ -223,6 +237,12 @@ class CallSession:
         if not self.inbox.put_control(ev, terminal=terminal):
             self.metrics.protocol_errors.labels(source="esl_outbound",
                                                 kind="inbox_overflow").inc()
+
+    def _dropped(self, item: object) -> None:
+        """The control lane was full: ``item`` was dropped (any greenlet; never blocks)."""
+        self.metrics.inbox_dropped.labels(kind=type(item).__name__).inc()
+        if self.inbox.dropped_control == 1:
+            self.log.warning("call.inbox_overflow", kind=type(item).__name__)
 
     def request_hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Ask the session to hang up. Safe from any greenlet; twice is harmless."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 
@@ -63,6 +63,7 @@ class ChunkReady:
 class ReplySynthesized:
     """The last piece of the reply was handed over (``playback.finish()`` is due)."""
 
+    must_deliver: ClassVar[bool] = True    # never dropped by a full call inbox
     reply: Reply
 
 

@@ -301,3 +301,35 @@ def test_inbox_control_first_media_bounded_terminal_kept() -> None:
     assert got == ["a", "b", "HANGUP", 2, 3]
     assert box.get(0.01) is None
     assert isinstance(TimerFired("x"), TimerFired)
+
+
+def test_inbox_must_deliver_messages_pass_a_full_control_lane() -> None:
+    dropped: list[object] = []
+    box = Inbox(control_max=1, media_max=1)
+    box.on_drop = dropped.append
+    assert box.put_control("a")
+    assert not box.put_control("b")                  # an ordinary message: dropped, counted
+    assert box.put_control(TimerFired("t"))          # must_deliver: queued past the bound
+    assert box.dropped_control == 1 and dropped == ["b"]
+    assert [box.get(0), box.get(0)] == ["a", TimerFired("t")]
+
+
+def test_full_control_lane_counts_drops_and_keeps_timers(rig: Rig, metrics: Metrics) -> None:
+    call = rig.call()
+    assert call.wait_answered(3)
+    s = session_for(rig, call)
+    with gevent.Timeout(3):
+        while not rig.recorders:
+            gevent.sleep(0.01)
+    s.inbox.control_max = 0                          # a tiny lane: everything overflows
+    assert not s.inbox.put_control("noise")
+    s.call_later(0.01, "must")
+    with gevent.Timeout(3):
+        while not any(isinstance(e, TimerFired) and e.name == "must"
+                      for e in rig.recorders[0].events):
+            gevent.sleep(0.01)
+    assert metrics.registry.get_sample_value("callctl_inbox_dropped_total",
+                                             {"kind": "str"}) == 1
+    s.inbox.control_max = 1000
+    call.hangup()
+    assert rig.wait_idle()
