@@ -16,7 +16,7 @@ from callctl.bench.runner import BenchConfig, run_bench
 
 @pytest.mark.slow
 def test_short_bench_run_gives_valid_report_and_plot(tmp_path: Path) -> None:
-    bc = BenchConfig(calls=2, turns=3, asr="vosk", tts="espeak", speed=3.0,
+    bc = BenchConfig(calls=2, turns=2, asr="vosk", tts="espeak", speed=5.0,
                      caller_voice="espeak", warmup=False, spread_s=0.4)
     out = io.StringIO()
     report, samples = run_bench(bc, out)
