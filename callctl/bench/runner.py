@@ -210,7 +210,10 @@ class DaemonProcess:
         self.spec = {"pipeline": pipeline, "asr": bc.asr, "tts": bc.tts,
                      "playback": bc.playback, "switch_port": switch_port,
                      "work": str(self.work), "max_calls": max(100, 2 * bc.calls,
-                                                                *(2 * n for n in bc.sweep))}
+                                                                *(2 * n for n in bc.sweep)),
+                     # warm recognizers kept: as many as calls run at once (the engine
+                     # creates the whole pool at start-up; each one costs memory)
+                     "pool_size": max(8, bc.calls, *bc.sweep)}
         self.proc: Any = None
         self.esl_port = 0
         self.warmed = 0          # concurrency the daemon's recognizer pool has been warmed to
@@ -295,7 +298,7 @@ def daemon_config(spec: dict[str, Any]) -> Any:
         dialog=dataclasses.replace(cfg.dialog, flows_dir=str(flows)),
         playback=dataclasses.replace(cfg.playback, mode=spec["playback"]),
         daemon=dataclasses.replace(cfg.daemon, max_calls=int(spec["max_calls"])),
-        asr=dataclasses.replace(cfg.asr, pool_size=int(spec["max_calls"])),
+        asr=dataclasses.replace(cfg.asr, pool_size=int(spec.get("pool_size", 8))),
         log=dataclasses.replace(cfg.log, level="error", format="json"))
 
 
