@@ -593,6 +593,20 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def git_commit() -> str | None:
+    """The checkout's HEAD (and "+dirty" with uncommitted changes), or None outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine() -> dict[str, Any]:
     info = machine_info()
     info["nproc"] = len(os.sched_getaffinity(0))
@@ -673,6 +687,7 @@ def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any]
         "sweep_max_calls_within_budget": best,
         "config": {**dataclasses.asdict(bc), "sweep": list(bc.sweep),
                    "baseline_endpoint_ms": _baseline_endpoint_ms(),
+                   "git_commit": git_commit(),
                    "flow": "bench (callctl/bench/runner.py BENCH_FLOW)"},
         "machine": mach,
     }
