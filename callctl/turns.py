@@ -181,7 +181,8 @@ class NoAudio:
 
 @dataclass(frozen=True)
 class AsrFailed:
-    """The recognizer failed or hung; the call gets no more transcripts."""
+    """The recognizer failed or hung: this turn gets no transcript (the listener takes a fresh
+    recognizer for the next turn when it has an engine, else the call gets no more)."""
 
     error: str
     at: float
