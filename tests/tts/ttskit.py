@@ -6,7 +6,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from callctl.tts.base import AudioChunk, CancelToken, Synthesizer, read_wav
+
+
+def check_speech(chunks: list[AudioChunk], rate: int, text: str, min_rms: float = 500,
+                 min_peak: float = 5000) -> None:
+    """Assert ``chunks`` are plausible speech for the short English ``text`` at ``rate``:
+    all at ``rate``, ~1-6 words per second, never silent."""
+    assert chunks, "no audio"
+    assert all(c.rate == rate for c in chunks)
+    audio = np.concatenate([c.samples for c in chunks]).astype(np.float64)
+    seconds = len(audio) / rate
+    n_words = len(text.split())
+    assert n_words / 6 < seconds < n_words / 1 + 1.0, seconds
+    assert np.sqrt(np.mean(audio**2)) > min_rms
+    assert np.abs(audio).max() > min_peak
 
 
 class Counting:
