@@ -103,9 +103,6 @@ from callctl.tts.speaker import Reply as SpokenReply
 from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
 
 BARGEIN_TIMER = "bargein"
-#: Synthesized once at start-up and decoded by every pooled recognizer (see _prime_recognizers).
-PRIME_TEXT = ("Hello, I would like to check my account balance and talk to someone about "
-              "my last bill, please.")
 DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
@@ -156,7 +153,6 @@ class Voice:
         prompts = [*self.dialogs.static_prompts(),
                    *([self.cfg.dialog.resume_prompt] if self.cfg.dialog.resume_prompt else [])]
         counts = self.speaker.prepare(prompts)
-        self._prime_recognizers()
         while len(self._vads) < min(self.cfg.daemon.max_calls, VAD_WARM_MAX):
             self.vads_created += 1
             self._vads.append(Vad.from_config(self.cfg.vad, self.rate))
@@ -167,24 +163,6 @@ class Voice:
 
     def ready(self) -> bool:
         return self.loaded
-
-    def _prime_recognizers(self) -> None:
-        """Run real (synthesized) speech through every pooled recognizer once, so no
-        caller's first turn pays a fresh recognizer's start-up cost (engines without
-        ``prime`` are left alone). A failure here costs latency, not the start-up."""
-        prime = getattr(self.asr, "prime", None)
-        if prime is None:
-            return
-        t0 = time.monotonic()
-        try:
-            chunks = list(self.speaker.primary.synthesize(PRIME_TEXT, self.rate))
-            pcm = b"".join(c.pcm for c in chunks)
-            primed = prime(pcm)
-        except Exception as e:
-            self.log.warning("voice.prime_failed", error=repr(e)[:200])
-            return
-        self.log.info("voice.recognizers_primed", recognizers=primed,
-                      took_s=round(time.monotonic() - t0, 2))
 
     def acquire_vad(self) -> Vad:
         """A reset VAD for one call: from the pool, else built in the hub's threadpool (the

@@ -170,25 +170,6 @@ class VoskEngine:
         if len(self._pool) < self.pool_size:
             self._pool.append(recognizer)
 
-    def prime(self, pcm: bytes, timeout_s: float = 120.0) -> int:
-        """Decode ``pcm`` (real speech, 16-bit mono at the engine's rate) once through every
-        pooled recognizer, in the hub's threadpool, then reset them: a recognizer's first
-        utterance costs ~4x the CPU of later ones (measured: 2.0 s vs 0.4-0.5 s for the same
-        utterance), and this pays that at start-up instead of on a caller's first turn.
-        Returns how many recognizers were primed."""
-        pool = gevent.get_hub().threadpool
-        recs = list(self._pool)
-
-        def one(rec: VoskRecognizer) -> None:
-            for i in range(0, len(pcm), 3200):
-                rec.accept(pcm[i:i + 3200])
-            rec.final()
-            rec.reset()
-
-        jobs = [pool.spawn(one, rec) for rec in recs]
-        gevent.joinall(jobs, timeout=timeout_s)
-        return sum(1 for j in jobs if j.successful())
-
     def warm(self, n: int) -> None:
         """Create ``n`` recognizers ahead of calls (start-up), up to the pool size."""
         while len(self._pool) < min(n, self.pool_size):
