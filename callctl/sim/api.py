@@ -143,6 +143,27 @@ def _uuid_break(sw: Switch, arg: str) -> str:
     return "+OK\n"
 
 
+def _uuid_fileman(sw: Switch, arg: str) -> str:
+    """mod_commands ``uuid_fileman_function``: fewer than two arguments answer with the
+    GETVAR syntax (a FreeSWITCH copy-paste bug, kept); an unknown uuid ``-ERR No such
+    channel!`` (spelled like the other uuid_* commands in 1.10.12's captures); no file
+    playing ``-ERR No File Handle!``; otherwise ``+OK`` whatever the command did
+    (``switch_ivr_process_fh``'s result is not checked). Only ``pause`` (a toggle) is
+    emulated; other commands (speed, volume, seek, ...) are accepted and do nothing here."""
+    argv = split_args(arg)
+    if len(argv) < 2 or not argv[0]:
+        return "-USAGE: <uuid> <var>\n"
+    ch = _chan(sw, argv)
+    if ch is None:
+        return NO_CHANNEL
+    media = ch.media
+    if not media.has_file_handle():
+        return "-ERR No File Handle!\n"
+    if argv[1].lower() == "pause":
+        media.toggle_pause()
+    return "+OK\n"
+
+
 def _uuid_broadcast(sw: Switch, arg: str) -> str:
     argv = split_args(arg)
     if len(argv) < 2:
@@ -308,6 +329,7 @@ COMMANDS: dict[str, Callable[[Switch, str], str]] = {
     "uuid_answer": _uuid_answer, "uuid_kill": _uuid_kill, "uuid_break": _uuid_break,
     "uuid_broadcast": _uuid_broadcast, "uuid_transfer": _uuid_transfer,
     "uuid_bridge": _uuid_bridge, "uuid_setvar": _uuid_setvar, "uuid_getvar": _uuid_getvar,
-    "uuid_exists": _uuid_exists, "uuid_record": _uuid_record, "hupall": _hupall,
+    "uuid_exists": _uuid_exists, "uuid_fileman": _uuid_fileman,
+    "uuid_record": _uuid_record, "hupall": _hupall,
     "originate": _originate, "uuid_audio_fork": _uuid_audio_fork,
 }

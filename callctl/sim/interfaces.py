@@ -49,6 +49,9 @@ class Heard:
     end: float            # time.monotonic() of its last frame (updated while it plays)
     source: str           # file path, "stream" (bidirectional fork) or "tone"
     interrupted: bool     # stopped by uuid_break / killAudio / stop_play before its end
+    paused: bool = False  # ended by uuid_fileman pause (silence follows; an unpause starts
+    #                       a new stretch of the same source; a break while paused marks
+    #                       this stretch interrupted: the pause was the stop)
 
 
 class ChannelMedia(Protocol):
@@ -67,6 +70,13 @@ class ChannelMedia(Protocol):
 
     def break_playback(self, all_: bool = False) -> None:
         """uuid_break: stop the current playback within a frame."""
+
+    def has_file_handle(self) -> bool:
+        """A file is open for playback (uuid_fileman has something to act on)."""
+
+    def toggle_pause(self) -> bool:
+        """uuid_fileman pause: toggle the pause of the current file; False when no file is
+        playing (FreeSWITCH's ``-ERR No File Handle!``)."""
 
     def fork_api(self, argv: list[str]) -> str:
         """``uuid_audio_fork <uuid> …`` with argv after the uuid; returns the api body

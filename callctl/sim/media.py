@@ -13,6 +13,12 @@ Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
 * sendmsg/``play()``: PLAYBACK_START at once, first audio frame 20–40 ms later (~30 ms).
 * ``broadcast=True``: 100 ms lead before PLAYBACK_START; a break during the lead is lost.
 * ``break_playback()``: audio continues for at most two frames, then PLAYBACK_STOP ``break``.
+* ``toggle_pause()`` (``uuid_fileman <uuid> pause``): toggles the current file's pause, as
+  ``switch_ivr_process_fh`` does with SWITCH_FILE_PAUSE. While paused the playback loop
+  (``switch_ivr_play_file``) keeps writing frames of 0xFF bytes (L16 -1: silence) and does
+  not advance the file; a break is checked before the pause, so ``uuid_break`` stops a
+  paused file. Each file starts unpaused. The caller's ``Heard`` stretch ends at the pause
+  (``paused=True``) and an unpause starts a new stretch of the same source.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class _Playback:
     stop_at: float | None = None
     result: PlayResult | None = None
     heard_idx: int | None = None
+    paused: bool = False
+    paused_idx: int | None = None     # the stretch the last pause ended
+    paused_s: float = 0.0             # media seconds spent paused (extends the wait bound)
     done: gevent.event.Event = dataclasses.field(default_factory=gevent.event.Event)
 
 
@@ -185,6 +194,9 @@ class Media:
         if pb is not None and pb.result is None:
             if pb.stop_at is not None and t >= pb.stop_at:
                 self._finish(pb, "break")
+            elif pb.paused:
+                pb.paused_s += FRAME_S
+                mix = np.full(self.frame_samples, -1, np.int32)   # memset(abuf, 255, …)
             elif t >= pb.start_at:
                 frame = pb.source.next_frame()
                 if frame is None:
@@ -215,9 +227,10 @@ class Media:
         if pb.result is not None:
             return
         pb.result = result
-        if result == "break" and pb.heard_idx is not None:
-            self._heard[pb.heard_idx] = dataclasses.replace(
-                self._heard[pb.heard_idx], interrupted=True)
+        idx = pb.heard_idx if pb.heard_idx is not None else (
+            pb.paused_idx if pb.paused else None)
+        if result == "break" and idx is not None:
+            self._heard[idx] = dataclasses.replace(self._heard[idx], interrupted=True)
         pb.done.set()
 
     def stop(self) -> None:
@@ -290,8 +303,14 @@ class Media:
             self.signals.fire_event("PLAYBACK_START", {"Playback-File-Path": path})
             self._current = pb
             limit = source.duration_samples / self.rate / self.speed + 5.0
-            if not pb.done.wait(timeout=min(limit, MAX_PLAY_WAIT_S)):
-                self._finish(pb, "break")
+            began = time.monotonic()
+            while not pb.done.wait(timeout=min(limit, MAX_PLAY_WAIT_S)):
+                # a paused file waits as long as it is paused (bounded by MAX_PLAY_WAIT_S)
+                waited = time.monotonic() - began
+                over = waited >= limit + pb.paused_s / self.speed and not pb.paused
+                if over or waited >= MAX_PLAY_WAIT_S:
+                    self._finish(pb, "break")
+                    break
             self._current = None
             result = pb.result or "break"
             self.signals.fire_event("PLAYBACK_STOP", {"Playback-File-Path": path,
@@ -306,6 +325,24 @@ class Media:
         if all_:
             self._flush_gen += 1
         self.kill_audio()
+
+    def has_file_handle(self) -> bool:
+        """A file is open for playback (FreeSWITCH's ``__fh`` channel private is set)."""
+        return self._current is not None and self._current.result is None
+
+    def toggle_pause(self) -> bool:
+        """uuid_fileman pause: toggle the current file's pause (see the module docstring).
+        False when no file is open (``-ERR No File Handle!``)."""
+        pb = self._current
+        if pb is None or pb.result is not None:
+            return False
+        pb.paused = not pb.paused
+        if pb.paused:
+            if pb.heard_idx is not None:
+                self._heard[pb.heard_idx] = dataclasses.replace(
+                    self._heard[pb.heard_idx], paused=True)
+            pb.paused_idx, pb.heard_idx = pb.heard_idx, None
+        return True
 
     def kill_audio(self) -> None:
         """Stop the current playback (mod_audio_fork killAudio: CF_BREAK, no flush)."""
