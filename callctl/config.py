@@ -132,6 +132,11 @@ class VadConfig:
     hang_ms: int = setting(
         120, "Silence needed before speech-end fires.", between(20, 5000)
     )
+    refine_end_ms: int = setting(
+        96, "How far the speech end may move back from Silero's last voiced window to where "
+        "the audio energy fell (Silero lags the acoustic end by ~40-110 ms; 0: off).",
+        between(0, 500),
+    )
 
 
 @dataclass(frozen=True)

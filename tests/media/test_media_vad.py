@@ -66,3 +66,39 @@ def test_from_config() -> None:
     vad = Vad.from_config(cfg)
     assert (vad.threshold, vad.onset_ms, vad.hang_ms) == (cfg.threshold, cfg.onset_ms,
                                                           cfg.hang_ms)
+
+
+REFINE_TEXTS = ["I would like to talk to billing please.", "Yes that is right.",
+                "I moved to a new house last month and need to update my address.",
+                "Can you tell me when my next payment is due?", "okay", "uh huh"]
+
+
+def _end_errors_ms(refine_ms: int, noise_db: float | None = None) -> list[float]:
+    """Speech end reported minus the known acoustic end, one per single-segment utterance."""
+    errors = []
+    for text in REFINE_TEXTS:
+        u = utterance(text, noise_db=noise_db)
+        ends = [e for e in run(Vad(8000, refine_ms=refine_ms), u.samples)
+                if isinstance(e, SpeechEnded)]
+        errors.append((ends[-1].at - u.speech_end_s) * 1000)
+    return errors
+
+
+def test_energy_refinement_brings_the_speech_end_to_the_acoustic_end() -> None:
+    silero = _end_errors_ms(refine_ms=0)
+    refined = _end_errors_ms(refine_ms=96)
+    assert sorted(silero)[len(silero) // 2] > 30          # Silero alone lags the real end
+    assert all(-40 < e < 30 for e in refined), refined
+    assert all(r <= s + 1e-6 for r, s in zip(refined, silero, strict=True))   # only ever earlier
+    assert all(s - r <= 96 + 1e-6 for r, s in zip(refined, silero, strict=True))  # bounded
+
+
+def test_refinement_on_a_noisy_line_stays_within_its_bound() -> None:
+    silero = _end_errors_ms(refine_ms=0, noise_db=-40.0)
+    refined = _end_errors_ms(refine_ms=96, noise_db=-40.0)
+    assert all(0 <= s - r <= 96 + 1e-6 for r, s in zip(refined, silero, strict=True))
+    # the speech's own duration stays positive and the event order is unchanged
+    u = utterance("Yes that is right.", noise_db=-40.0)
+    events = run(Vad(8000, refine_ms=96), u.samples)
+    assert [type(e) for e in events][:2] == [SpeechStarted, SpeechEnded]
+    assert events[1].at > events[0].at
