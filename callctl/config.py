@@ -186,6 +186,19 @@ class TurnsConfig:
     bargein_min_words: int = setting(
         0, "Recognized words needed to interrupt (0: speech length alone).", between(0, 20)
     )
+    bargein_pause: bool = setting(
+        True, "Pause-then-decide: pause the bot's audio (uuid_fileman pause) on the first "
+        "caller speech over it, then stop it for good or let it continue where it stopped. "
+        "File playback only; stream mode always cuts and repeats.",
+    )
+    bargein_confirm_ms: int = setting(
+        600, "Caller speech over a paused bot that confirms a barge-in without words "
+        "(when bargein_min_words is 0).", between(100, 5000)
+    )
+    bargein_pause_max_ms: int = setting(
+        2500, "Longest a pause waits for a decision before the bot carries on (or is cut "
+        "when real words kept coming).", between(200, 20000)
+    )
     backchannels: list[str] = setting(
         ["mhm", "mm", "uh huh", "yeah", "yes", "okay", "ok", "right", "sure"],
         "Words that never interrupt the bot on their own.",

@@ -103,6 +103,7 @@ from callctl.tts.speaker import Reply as SpokenReply
 from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
 
 BARGEIN_TIMER = "bargein"
+PAUSE_TIMER = "bargein_pause"   # the bound of a pause-then-decide pause
 #: Synthesized after start-up and decoded once by each pooled recognizer (``asr.prime``).
 PRIME_TEXT = ("Hello, I would like to check my account balance and talk to someone about "
               "my last bill, please.")
@@ -483,7 +484,7 @@ class Conversation:
         elif isinstance(event, TurnCommitted):
             self._committed(event)
         elif isinstance(event, NoInput):
-            if self._bot() is not Bot.SPEAKING and self.pump is None:
+            if not self._talking() and self.pump is None:
                 self._respond(DialogNoInput(), None)
         elif isinstance(event, NoAudio):
             self.log.warning("conversation.no_audio", seconds=round(event.seconds, 1))
@@ -550,14 +551,32 @@ class Conversation:
             return Bot.CUT
         if h is None or h.done:
             return Bot.SILENT
-        return Bot.SPEAKING
+        return Bot.PAUSED if h.paused else Bot.SPEAKING
+
+    def _talking(self) -> bool:
+        """The bot holds the floor: speaking, or paused while a barge-in is decided."""
+        return self._bot() in (Bot.SPEAKING, Bot.PAUSED)
+
+    def _obs(self, bot: Bot, signal: Signal, speech_ms: int = 0,
+             partial: str = "") -> Observation:
+        h = self.handle
+        return Observation(bot, signal, self._interruptible(), speech_ms, partial,
+                           pausable=h is not None and h.can_pause)
 
     def _speech_started(self, ev: SpeechStarted) -> None:
         self.onset = ev.at
         self.partial = ""
         self.judge_at_final = None
-        if self._bot() is Bot.SPEAKING:
-            self.call.call_later(self.cfg.turns.bargein_min_speech_ms / 1000, BARGEIN_TIMER)
+        bot = self._bot()
+        if bot is Bot.SPEAKING:
+            # pause-then-decide: the first evidence of speech pauses the bot at once
+            if self._judge(self._obs(bot, Signal.SPEECH), ev.at) is Decision.PAUSE:
+                self.call.call_later(0.04, BARGEIN_TIMER)
+            else:
+                self.call.call_later(self.cfg.turns.bargein_min_speech_ms / 1000,
+                                     BARGEIN_TIMER)
+        elif bot is Bot.PAUSED:                   # speech again while still paused
+            self.call.call_later(0.04, BARGEIN_TIMER)
 
     def _speech_ended(self, ev: SpeechEnded) -> None:
         self.call.cancel_timer(BARGEIN_TIMER)
@@ -578,15 +597,17 @@ class Conversation:
         (speech_ms, onset), self.judge_at_final = self.judge_at_final, None
         bot = self._bot()
         if bot is not Bot.SILENT:
-            self._judge(Observation(bot, Signal.SPEECH_STOPPED, self._interruptible(),
-                                    speech_ms, text), onset)
+            self._judge(self._obs(bot, Signal.SPEECH_STOPPED, speech_ms, text), onset)
 
     def _timer(self, name: str) -> None:
-        if name == BARGEIN_TIMER and self.onset is not None and self._bot() is Bot.SPEAKING:
+        if name == BARGEIN_TIMER and self.onset is not None and self._talking():
             speech_ms = int((time.monotonic() - self.onset) * 1000)
-            if self._judge(Observation(Bot.SPEAKING, Signal.SPEECH, self._interruptible(),
-                                       speech_ms, self.partial)) is Decision.WAIT:
+            if self._judge(self._obs(self._bot(), Signal.SPEECH, speech_ms,
+                                     self.partial)) in (Decision.WAIT, Decision.PAUSE):
                 self.call.call_later(0.04, BARGEIN_TIMER)
+        elif name == PAUSE_TIMER and self._bot() is Bot.PAUSED:
+            speech_ms = int((time.monotonic() - self.onset) * 1000) if self.onset else 0
+            self._judge(self._obs(Bot.PAUSED, Signal.PAUSE_TIMEOUT, speech_ms, self.partial))
         elif name == FORK_TIMER:
             self._speak_opening("timeout")
         elif name == DIGIT_TIMER and self.digits:
@@ -598,7 +619,13 @@ class Conversation:
 
     def _judge(self, obs: Observation, onset: float | None = None) -> Decision:
         verdict = decide(obs, self._turns_cfg())
-        if verdict.decision is Decision.INTERRUPT and self.handle is not None:
+        if verdict.decision is Decision.PAUSE and self.handle is not None:
+            self._pause(verdict.why, onset if onset is not None else self.onset)
+        elif verdict.decision is Decision.UNPAUSE and self.handle is not None:
+            self._unpause(verdict.why)
+        elif verdict.decision is Decision.INTERRUPT and self.handle is not None:
+            paused_at = self.handle.paused_at     # the caller heard the bot stop then
+            self.call.cancel_timer(PAUSE_TIMER)
             try:
                 cut = self.handle.interrupt()
             except PlaybackError as e:         # the stop command failed; the reply is over
@@ -610,16 +637,55 @@ class Conversation:
                 self.v.metrics.bargeins.labels(kind=kind).inc()
                 onset = onset if onset is not None else self.onset
                 if onset is not None and kind == "speech":
+                    stopped = paused_at if paused_at is not None else time.monotonic()
                     self.v.metrics.bargein_latency.labels(route=self.call.route_label).observe(
-                        max(0.0, time.monotonic() - onset))
+                        max(0.0, stopped - onset))
                 self.log.info("conversation.bargein", kind=kind, rule=verdict.rule,
-                              why=verdict.why)
+                              why=verdict.why, paused=paused_at is not None)
                 self._after_cut()
         elif verdict.decision is Decision.RESUME:
             self.v.metrics.bargeins.labels(kind="false").inc()
             self.log.info("conversation.resume", why=verdict.why)
             self._resume()
         return verdict.decision
+
+    def _pause(self, why: str, onset: float | None) -> None:
+        """Pause the reply where it is (pause-then-decide); the pause is bounded by
+        ``turns.bargein_pause_max_ms`` (``PAUSE_TIMER``). A refused pause leaves the bot
+        speaking: the policy then decides as for a playback that cannot pause."""
+        h = self.handle
+        assert h is not None
+        try:
+            if not h.pause():
+                return
+        except PlaybackError as e:
+            self.log.warning("conversation.pause_failed", error=str(e))
+            return
+        self.call.call_later(self.cfg.turns.bargein_pause_max_ms / 1000, PAUSE_TIMER)
+        self.v.metrics.bargeins.labels(kind="paused").inc()
+        self.log.info("conversation.paused", why=why,
+                      after_ms=None if onset is None or h.paused_at is None
+                      else round((h.paused_at - onset) * 1000))
+
+    def _unpause(self, why: str) -> None:
+        """The caller did not take the floor: the paused reply continues where it stopped."""
+        h = self.handle
+        assert h is not None
+        self.call.cancel_timer(PAUSE_TIMER)
+        self.call.cancel_timer(BARGEIN_TIMER)
+        held = time.monotonic() - h.paused_at if h.paused_at is not None else 0.0
+        try:
+            h.unpause()
+        except PlaybackError as e:             # cannot continue it: stop it, never hang
+            self.log.warning("conversation.unpause_failed", error=str(e))
+            try:
+                h.interrupt()
+            except PlaybackError:
+                pass
+            self._check_played(force=True)
+            return
+        self.v.metrics.bargeins.labels(kind="unpaused").inc()
+        self.log.info("conversation.unpaused", why=why, paused_ms=round(held * 1000))
 
     def _after_cut(self) -> None:
         """A cut reply that ends the dialog (transfer, hangup) is carried out at once: the
@@ -651,7 +717,7 @@ class Conversation:
         """Answer the speculative transcript now; keep the reply until the turn commits."""
         self._drop_speculation()
         if self.dialog is None or self.dialog.listen is None or not text.strip() \
-                or self._bot() is Bot.SPEAKING or self.deferred is not None \
+                or self._talking() or self.deferred is not None \
                 or self.pump is not None:   # a streamed reply still running: no stale guess
             return
         proposal = self.dialog.propose(Speech(text, final=False))
@@ -690,6 +756,8 @@ class Conversation:
             if hop in hops:
                 self.v.metrics.observe_hop(hop, hops[hop])
         self._judge_stopped(ev.text)              # when no speculative final came
+        if self._bot() is Bot.PAUSED:             # still undecided: the turn decides it
+            self._judge(self._obs(Bot.PAUSED, Signal.SPEECH_STOPPED, 0, ev.text))
         bot = self._bot()
         if bot is Bot.SPEAKING:
             # the policy let the bot talk over this speech: a backchannel or noise is not a
@@ -1074,8 +1142,8 @@ class Conversation:
     def _dtmf(self, digit: str) -> None:
         if not digit:
             return
-        if self._bot() is Bot.SPEAKING:
-            self._judge(Observation(Bot.SPEAKING, Signal.DTMF, self._interruptible()))
+        if self._talking():
+            self._judge(self._obs(self._bot(), Signal.DTMF))
         listen = self.dialog.listen if self.dialog is not None else None
         if listen is None or not listen.dtmf:
             return
@@ -1092,7 +1160,7 @@ class Conversation:
             self._key_turn(Dtmf(digit))
 
     def _key_turn(self, inp: Dtmf) -> None:
-        if self._bot() is Bot.SPEAKING:        # over a prompt that cannot be interrupted
+        if self._talking():        # over a prompt that cannot be interrupted
             self.deferred = (inp, None)
             return
         self._respond(inp, None)

@@ -26,6 +26,17 @@ How this works:
   or, when no mark came back (interrupted first, or a module that does not echo marks),
   the first frame plus the module's pre-buffer (``min(lead_ms, 1280 samples)``).
 
+Pausing (pause-then-decide barge-in, ``callctl.bargein``): ``pause()`` / ``unpause()``.
+``FilePlayback`` pauses at the switch with ``uuid_fileman <uuid> pause``, which TOGGLES the
+pause flag of the file handle playing at that instant (FreeSWITCH keeps writing silence and
+the file's position; a new file starts unpaused; ``uuid_break`` still stops a paused file).
+So the handle keeps the state itself and never toggles twice: ``paused`` is what we want,
+``switch_paused`` whether a file at the switch is paused by us. A pause that found no file
+(between pieces: ``-ERR No File Handle!``) is sent again when the next piece starts; a piece
+that completes while we hold a pause cannot be the paused one (a paused file does not end),
+so the pause landed on the next file and stays. ``StreamPlayback`` cannot pause
+(``can_pause`` False): the caller of ``pause()`` must not ask.
+
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
 *whether* to interrupt (that is ``callctl.bargein``). Timestamps are ``time.monotonic()``:
@@ -74,6 +85,11 @@ class PlaybackTransport(Protocol):
     def stop_playback(self) -> None:
         """``api uuid_break <uuid> all``: stop the current file and drop queued ones."""
 
+    def toggle_pause(self) -> bool:
+        """``api uuid_fileman <uuid> pause``: toggle the pause of the file playing now. True
+        on ``+OK``; False on ``-ERR No File Handle!`` (no file is playing at this instant);
+        raises on any other failure."""
+
 
 @dataclass
 class _Piece:
@@ -119,6 +135,9 @@ class PlaybackHandle:
         self.finished = False      # no more pieces will be added
         self.errors: list[str] = []
         self.cut_index: int | None = None
+        self.paused = False            # pause() was called and unpause() not yet
+        self.paused_at: float | None = None   # monotonic time of the pause now held
+        self.pauses = 0                # how many pauses this handle had
         self._done = gevent.event.Event()
         self._on_stop: list[Callable[[], None]] = []
 
@@ -217,12 +236,40 @@ class PlaybackHandle:
         self.finished = True
         self._maybe_done()
 
+    can_pause = False
+
+    def pause(self) -> bool:
+        """Pause the audio where it is (barge-in suspected). True if this paused it; False if
+        already paused, done, or the mode cannot pause. ``PlaybackError`` if the switch
+        refused."""
+        if self.done or self.paused or not self.can_pause:
+            return False
+        self.paused = True
+        self.pauses += 1
+        self.paused_at = time.monotonic()
+        self._pause_at_switch()
+        return True
+
+    def unpause(self) -> bool:
+        """Let the paused audio continue exactly where it stopped. True if it was paused.
+        Harmless when done (the pause ended with the handle). ``PlaybackError`` if the switch
+        refused."""
+        if not self.paused:
+            return False
+        self.paused = False
+        self.paused_at = None
+        if self.done:
+            return False
+        self._unpause_at_switch()
+        return True
+
     def interrupt(self) -> bool:
         """Stop playing now (barge-in). Returns True if something was cut, False when the
         reply had already played out (or the handle was closed). Idempotent."""
         if self.done:
             return False
         self.interrupted = True
+        self.paused = False              # uuid_break stops a paused file too
         now = time.monotonic()
         self.cut_index = next(
             (p.index for p in self.pieces if p.state not in ("done", "notfound")),
@@ -250,6 +297,12 @@ class PlaybackHandle:
     def _stop_at_switch(self) -> None:
         raise NotImplementedError
 
+    def _pause_at_switch(self) -> None:
+        raise NotImplementedError
+
+    def _unpause_at_switch(self) -> None:
+        raise NotImplementedError
+
     def _release(self) -> None:
         """Free what the mode holds (files, greenlets)."""
 
@@ -258,6 +311,7 @@ class FilePlayback(PlaybackHandle):
     """Plays pieces as WAV files with ``transport.play`` (see the module docstring)."""
 
     mode = "file"
+    can_pause = True
 
     def __init__(self, transport: PlaybackTransport, directory: str | Path,
                  turn: Turn | None = None, metrics: Metrics | None = None,
@@ -266,6 +320,7 @@ class FilePlayback(PlaybackHandle):
         self.transport = transport
         self.dir = ensure_dir(directory)
         self._by_uuid: dict[str, _Piece] = {}
+        self.switch_paused = False     # a file at the switch is paused by our toggle
 
     def add(self, chunk: AudioChunk) -> None:
         if self.done:
@@ -302,6 +357,7 @@ class FilePlayback(PlaybackHandle):
             for p in self.pieces:
                 if p.path is not None and str(p.path) == path:
                     self._piece_started(p)
+            self._repause()
             return
         if name not in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE"):
             return
@@ -310,6 +366,7 @@ class FilePlayback(PlaybackHandle):
             return
         if name == "CHANNEL_EXECUTE":
             self._piece_started(piece)
+            self._repause()
             return
         response = unquote(headers.get("Application-Response", ""))
         if response == "FILE NOT FOUND":
@@ -329,11 +386,39 @@ class FilePlayback(PlaybackHandle):
             self._mark_started(time.monotonic())
 
     def _stop_at_switch(self) -> None:
+        self.switch_paused = False       # the paused file (if any) ends with the break
         try:
             self.transport.stop_playback()
         except Exception as exc:
             self.errors.append(f"stop: {exc}")
             raise PlaybackError(f"stop_playback failed: {exc}") from exc
+
+    def _toggle(self) -> bool:
+        try:
+            ok = self.transport.toggle_pause()
+        except Exception as exc:
+            self.errors.append(f"pause: {exc}")
+            raise PlaybackError(f"uuid_fileman pause failed: {exc}") from exc
+        if ok:
+            self.switch_paused = not self.switch_paused
+        return ok
+
+    def _pause_at_switch(self) -> None:
+        if not self.switch_paused:
+            self._toggle()          # False: no file yet; _repause sends it when one starts
+
+    def _unpause_at_switch(self) -> None:
+        if self.switch_paused and not self._toggle():
+            self.switch_paused = False   # no file any more: nothing is paused at the switch
+
+    def _repause(self) -> None:
+        """A piece started while we hold a pause that found no file: pause it now. Never
+        when a file is already paused by us (that would toggle it back on)."""
+        if self.paused and not self.switch_paused and not self.done:
+            try:
+                self._toggle()
+            except PlaybackError as exc:
+                self.log.warning("playback_repause_failed", error=str(exc))
 
     def _unlink(self, piece: _Piece) -> None:
         if piece.path is not None:

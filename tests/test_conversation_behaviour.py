@@ -153,9 +153,11 @@ def test_backchannel_does_not_cut_the_bot(tmp_path: Path, redis_url: str,
 @pytest.mark.slow
 def test_false_interruption_repeats_the_cut_sentence(tmp_path: Path, redis_url: str,
                                                      whisper_engine: Any) -> None:
-    # speech length alone interrupts (bargein_min_words = 0); the recognizer then hears
-    # only "uh huh": the bot says the cut sentence again instead of falling silent
-    rig = rig_for(tmp_path, redis_url, whisper_engine)
+    # the cut path (pause-then-decide off, as for stream playback): speech length alone
+    # interrupts (bargein_min_words = 0); the recognizer then hears only "uh huh": the bot
+    # says the cut sentence again instead of falling silent
+    rig = rig_for(tmp_path, redis_url, whisper_engine,
+                  turns=config.TurnsConfig(bargein_pause=False))
     try:
         call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
                             callers.wait_for_bot(silence_s=0.5), callers.hangup()])
@@ -167,6 +169,50 @@ def test_false_interruption_repeats_the_cut_sentence(tmp_path: Path, redis_url: 
     assert any(not h.interrupted for h in heard[1:]), heard
     assert rig.said == [GREETING, GREETING], rig.said
     assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 1
+
+
+@pytest.mark.slow
+def test_backchannel_pauses_the_bot_which_then_continues_without_repeating(
+        tmp_path: Path, redis_url: str, whisper_engine: Any) -> None:
+    # pause-then-decide (default): "uh huh" pauses the greeting at once; the speech ends with
+    # only a backchannel, so the greeting continues where it stopped: nothing said twice
+    rig = rig_for(tmp_path, redis_url, whisper_engine)
+    try:
+        call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
+                            callers.wait_for_bot(silence_s=0.5), callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    paused = [h for h in heard if h.paused]
+    assert paused and not any(h.interrupted for h in heard), heard
+    after = [h for h in heard if h.start > paused[0].end]
+    assert after and after[0].source == paused[0].source, heard   # the same file, continued
+    assert rig.said == [GREETING], rig.said
+    assert rig.sample("callctl_bargeins_total", {"kind": "paused"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "unpaused"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 0
+    assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 0
+
+
+@pytest.mark.slow
+def test_real_bargein_pauses_then_cuts_and_answers_the_caller(
+        tmp_path: Path, redis_url: str, whisper_engine: Any) -> None:
+    rig = rig_for(tmp_path, redis_url, whisper_engine)
+    try:
+        call, _ = rig.call([callers.barge_in("Billing, please.", after_s=1.0),
+                            callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
+        rig.finish(call)
+    finally:
+        rig.close()
+    heard = call.heard()
+    assert heard[0].paused and heard[0].interrupted, heard   # paused first, then cut there
+    assert not any(h.source == heard[0].source for h in heard[1:]), heard   # never resumed
+    assert rig.said == [GREETING, "Connecting you to billing."], rig.said
+    assert rig.transfers(call.uuid) == ["7001"]
+    assert rig.sample("callctl_bargeins_total", {"kind": "paused"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "unpaused"}) == 0
 
 
 @pytest.mark.slow

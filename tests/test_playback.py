@@ -48,6 +48,15 @@ class RecordingTransport:
     def stop_playback(self) -> None:
         self.stops += 1
 
+    file_open = True             # what uuid_fileman finds: a file playing, or none
+    toggles = 0
+
+    def toggle_pause(self) -> bool:
+        if not self.file_open:
+            return False             # -ERR No File Handle!
+        self.toggles += 1
+        return True
+
 
 def ev(name: str, event_uuid: str, response: str = "FILE PLAYED") -> tuple[str, dict[str, str]]:
     headers = {"Application": "playback", "Application-UUID": event_uuid}
@@ -304,3 +313,65 @@ def test_stream_to_a_gone_fork_ends_with_an_error() -> None:
     h.finish()
     assert h.wait(1.0)
     assert h.errors == ["fork WebSocket gone"] and h.cmd_sent is None
+
+
+def test_pause_and_unpause_toggle_once_each(pdir: Path) -> None:
+    t = RecordingTransport()
+    h = FilePlayback(t, pdir)
+    h.add(tone(0.5, text="one"))
+    h.on_event(*ev("CHANNEL_EXECUTE", t.plays[0][1]))
+    assert h.pause() and h.paused and h.switch_paused and t.toggles == 1
+    assert not h.pause() and t.toggles == 1                  # never a second toggle
+    assert h.unpause() and not h.paused and not h.switch_paused and t.toggles == 2
+    assert not h.unpause() and t.toggles == 2
+    assert h.pauses == 1 and not h.done
+
+
+def test_pause_between_pieces_is_sent_when_the_next_piece_starts(pdir: Path) -> None:
+    t = RecordingTransport()
+    h = FilePlayback(t, pdir)
+    h.add(tone(0.3, text="one"))
+    h.add(tone(0.3, text="two"))
+    first, second = (u for _, u in t.plays)
+    h.on_event(*ev("CHANNEL_EXECUTE", first))
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", first))
+    t.file_open = False                                      # between the two files
+    assert h.pause() and h.paused and not h.switch_paused and t.toggles == 0
+    t.file_open = True
+    h.on_event(*ev("CHANNEL_EXECUTE", second))               # the new file starts unpaused
+    assert h.switch_paused and t.toggles == 1
+    h.on_event("PLAYBACK_START", {"Playback-File-Path": quote(str(h.pieces[1].path))})
+    assert t.toggles == 1                                    # already paused: no toggle back
+
+
+def test_a_piece_ending_while_paused_keeps_the_pause_on_the_next_file(pdir: Path) -> None:
+    """A paused file cannot end: if one completes after our +OK, the toggle landed on the
+    next file, which stays paused (no re-toggle on its start events)."""
+    t = RecordingTransport()
+    h = FilePlayback(t, pdir)
+    h.add(tone(0.3, text="one"))
+    h.add(tone(0.3, text="two"))
+    first, second = (u for _, u in t.plays)
+    h.on_event(*ev("CHANNEL_EXECUTE", first))
+    assert h.pause() and t.toggles == 1
+    h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", first))
+    h.on_event(*ev("CHANNEL_EXECUTE", second))
+    assert h.switch_paused and t.toggles == 1
+    assert h.unpause() and t.toggles == 2
+
+
+def test_interrupt_while_paused_breaks_and_forgets_the_pause(pdir: Path) -> None:
+    t = RecordingTransport()
+    h = FilePlayback(t, pdir)
+    h.add(tone(0.5, text="one"))
+    h.add(tone(0.5, text="two"))
+    h.on_event(*ev("CHANNEL_EXECUTE", t.plays[0][1]))
+    assert h.pause()
+    assert h.interrupt() and t.stops == 1 and h.done and h.interrupted
+    assert not h.paused and h.cut_text == "one" and not list(pdir.iterdir())
+    assert not h.unpause() and t.toggles == 1                # nothing left to unpause
+
+
+def test_stream_playback_cannot_pause() -> None:
+    h = StreamPlayback(lambda b: True, lambda s: True, 8000)
+    assert not h.can_pause and not h.pause() and not h.paused

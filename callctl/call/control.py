@@ -158,6 +158,19 @@ class CallControl:
         """``api uuid_break <uuid> all``: stop the current file and drop queued ones."""
         self._api("stop_playback", f"uuid_break {self.uuid} all")
 
+    def toggle_pause(self) -> bool:
+        """``api uuid_fileman <uuid> pause``: TOGGLE the pause of the file playing now
+        (mod_commands ``uuid_fileman_function`` → ``switch_ivr_process_fh``). True on
+        ``+OK``; False on ``-ERR No File Handle!`` (no file playing at this instant); other
+        refusals raise ``CallCommandRefused`` (``-ERR No Such Channel!``)."""
+        try:
+            self._api("toggle_pause", f"uuid_fileman {self.uuid} pause")
+        except CallCommandRefused as e:
+            if "No File Handle" in e.reply:
+                return False
+            raise
+        return True
+
     def transfer(self, dest: str) -> None:
         """Blind transfer. An extension (``1000``, or ``1000 XML ctx``) goes through
         ``uuid_transfer``; a SIP URI (``sip:user@host`` or ``user@host``) is bridged out
