@@ -9,12 +9,20 @@ media clock promised). Durations in steps are media seconds: they are divided by
 clock's ``speed``. Turn latency = first ``Heard.start`` after a speech end, minus that end
 (``turn_latencies``).
 
+Streamed bot audio (``--playback stream``: the jambonz fork's bidirectional stream) can reach
+the caller as several stretches a few frames apart (the module re-buffers after an
+underrun); ``join_stream`` joins stretches of ``"stream"`` audio less than
+``STREAM_GAP_S`` (media seconds) apart into one, as a listener hears one reply.
+``BargeIn`` waits on joined stretches, so "the bot has been audible for 1 s" counts from
+the start of the reply, not from the last underrun.
+
 A step that cannot complete (no answer, bot never spoke) is logged with ``ok=False``; a call
 that is hung up ends the script quietly. A script never raises into the switch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +35,7 @@ from callctl.log import get_logger
 from callctl.sim import corpus
 from callctl.sim.corpus import Utterance
 from callctl.sim.interfaces import ChannelMedia, Heard
+from callctl.sim.media import STREAM_GAP_S
 
 __all__ = [
     "BargeIn",
@@ -42,6 +51,7 @@ __all__ = [
     "barge_in_latencies",
     "dtmf",
     "hangup",
+    "join_stream",
     "pause",
     "say",
     "turn_latencies",
@@ -279,10 +289,11 @@ class Caller:
     def _wait_bot_talking(self, call: SimCallLike, after_s: float, timeout_s: float
                           ) -> Heard | None:
         frame_s = float(getattr(call.media, "frame_s", 0.02))
+        gap_s = STREAM_GAP_S / self._speed(call)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             now = time.monotonic()
-            for h in reversed(call.heard()):
+            for h in reversed(join_stream(call.heard(), gap_s)):
                 if not h.interrupted and now - h.end <= 2.5 * frame_s and \
                         now - h.start >= after_s:
                     return h
@@ -301,6 +312,26 @@ class Caller:
                 return True, f"bot replied at {replies[0].start:.6f}"
             gevent.sleep(POLL_S)
         return False, "bot did not reply and fall silent in time"
+
+
+def join_stream(heard: Sequence[Heard], gap_s: float) -> list[Heard]:
+    """``heard`` (in order of start) with each run of ``"stream"`` stretches less than
+    ``gap_s`` apart (monotonic seconds: ``STREAM_GAP_S / speed``) joined into one stretch:
+    start of the first, end and ``interrupted`` of the last. An interrupted stretch ends its
+    run (audio after a kill is a new reply). Other sources are returned unchanged."""
+    out: list[Heard] = []
+    last: int | None = None                      # index in out of the last stream stretch
+    for h in heard:
+        if h.source != "stream":
+            out.append(h)
+            continue
+        if last is not None and not out[last].interrupted and h.start - out[last].end <= gap_s:
+            out[last] = dataclasses.replace(out[last], end=max(out[last].end, h.end),
+                                            interrupted=h.interrupted)
+        else:
+            out.append(h)
+            last = len(out) - 1
+    return out
 
 
 def turn_latencies(log: Sequence[StepRecord], heard: Sequence[Heard]) -> list[float | None]:

@@ -13,6 +13,13 @@ Results are cached on disk, content-addressed by text, voice, codec and paramete
 ``$CALLCTL_CORPUS_DIR``, else ``~/.cache/callctl/corpus``. Synthesis (CPU-heavy ONNX) runs in
 gevent's thread pool so a caller greenlet does not stall the hub.
 
+Non-speech caller events (``noise``): a door/handling thump (brown noise, fast attack,
+exponential decay), a cough-like burst (band-limited pink noise, two bumps), a keyboard-click
+train and steady line hiss, generated from a seeded numpy generator (no files, no cache; a
+few ms of CPU) and passed through the same G.711 line. They come back as ``Utterance`` with
+``voice="noise"`` and ``text="[noise:<kind>]"``, ``speech_start_s``/``speech_end_s`` bounding
+the noise, so scripted callers send them like speech.
+
 ``python -m callctl.sim.corpus --out DIR`` writes the standard utterances as WAV + JSON.
 """
 
@@ -38,9 +45,11 @@ import soxr
 from callctl.sim import g711
 
 __all__ = [
+    "NOISE_KINDS",
     "STANDARD_UTTERANCES",
     "CorpusError",
     "Utterance",
+    "noise",
     "read_wav",
     "utterance",
     "write_wav",
@@ -210,6 +219,90 @@ def utterance(text: str, voice: str = "piper", codec: str = "PCMU", lead_s: floa
     _atomic_write(meta_path, json.dumps(
         {**params, "speech_start_s": start_s, "speech_end_s": end_s, "rate": RATE}, indent=1))
     return Utterance(text, samples, start_s, end_s, voice, codec)
+
+
+# -- non-speech caller events -------------------------------------------------------------
+
+#: kind -> (default duration in s, default level in dBFS RMS over the event)
+NOISE_KINDS: dict[str, tuple[float, float]] = {
+    "thump": (0.25, -18.0),     # door / handset knock: brown noise, 5 ms attack, decay
+    "cough": (0.45, -20.0),     # pink noise 300-3400 Hz, a sharp burst then a smaller one
+    "clicks": (0.6, -32.0),     # keyboard: 4 ms clicks of 1.5-3.8 kHz noise, 60-180 ms apart
+    "hiss": (0.6, -34.0),       # line hiss: white noise 300-3400 Hz, 20 ms fades
+}
+
+
+def _colored(rng: np.random.Generator, n: int, alpha: float, lo_hz: float, hi_hz: float
+             ) -> npt.NDArray[np.float64]:
+    """``n`` samples of noise with a 1/f^alpha power spectrum between lo_hz and hi_hz
+    (0 outside), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / RATE)
+    gain = np.zeros_like(f)
+    band = (f >= lo_hz) & (f <= hi_hz)
+    gain[band] = f[band] ** (-alpha / 2)
+    x = np.fft.irfft(spec * gain, n)
+    rms = float(np.sqrt(np.mean(x ** 2)))
+    return x / rms if rms > 0 else x
+
+
+def _noise_shape(kind: str, rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    t = np.arange(n) / RATE
+    dur = n / RATE
+    if kind == "thump":
+        env = np.minimum(1.0, t / 0.005) * np.exp(-t / (dur / 4))
+        return _colored(rng, n, 2.0, 40, 1200) * env
+    if kind == "cough":
+        def bump(at: float, width: float) -> npt.NDArray[np.float64]:
+            rise = np.clip((t - at) / 0.012, 0.0, 1.0)
+            return rise * np.exp(-np.clip(t - at, 0.0, None) / width)
+        env = bump(0.0, dur / 5) + 0.5 * bump(dur * 0.45, dur / 6)
+        return _colored(rng, n, 1.0, 300, 3400) * env
+    if kind == "clicks":
+        out = np.zeros(n)
+        click_n = int(0.004 * RATE)
+        decay = np.exp(-np.arange(click_n) / (0.001 * RATE))
+        pos = int(rng.uniform(0.0, 0.02) * RATE)
+        while pos + click_n <= n:
+            out[pos:pos + click_n] += _colored(rng, click_n * 4, 0.0, 1500, 3800)[:click_n] \
+                * decay * rng.uniform(0.6, 1.0)
+            pos += int(rng.uniform(0.06, 0.18) * RATE)
+        return out
+    fade = np.minimum(1.0, np.minimum(t, dur - t) / 0.02)
+    return _colored(rng, n, 0.0, 300, 3400) * fade
+
+
+def noise(kind: str, seed: int = 0, duration_s: float | None = None,
+          level_dbfs: float | None = None, lead_s: float = 0.05, tail_s: float = 0.3,
+          codec: str = "PCMU") -> Utterance:
+    """A non-speech caller event (module doc): ``kind`` one of ``NOISE_KINDS``, ``duration_s``
+    (default per kind, 0.02..5 s) of noise whose RMS over the event is ``level_dbfs``
+    (default per kind; before G.711) after ``lead_s`` of silence and before ``tail_s``.
+    The same arguments always give the same samples. Pure CPU, a few ms: no thread pool,
+    no cache. Raises CorpusError for an unknown kind or codec, ValueError for bad numbers."""
+    if kind not in NOISE_KINDS:
+        raise CorpusError(f"unknown noise kind {kind!r} (expected one of {tuple(NOISE_KINDS)})")
+    if codec not in ("PCMU", "PCMA"):
+        raise CorpusError(f"unknown codec {codec!r} (expected 'PCMU' or 'PCMA')")
+    default_dur, default_level = NOISE_KINDS[kind]
+    dur = default_dur if duration_s is None else duration_s
+    level = default_level if level_dbfs is None else level_dbfs
+    if not 0.02 <= dur <= 5.0:
+        raise ValueError("duration_s must be 0.02..5")
+    if level > 0:
+        raise ValueError("level_dbfs must be <= 0")
+    if lead_s < 0 or tail_s < 0:
+        raise ValueError("lead_s and tail_s must be >= 0")
+    rng = np.random.default_rng([seed, list(NOISE_KINDS).index(kind)])
+    n = round(dur * RATE)
+    x = _noise_shape(kind, rng, n)
+    rms = float(np.sqrt(np.mean(x ** 2)))
+    x = x * (32767.0 * 10 ** (level / 20) / rms) if rms > 0 else x
+    lead, tail = round(lead_s * RATE), round(tail_s * RATE)
+    signal = np.concatenate([np.zeros(lead), x, np.zeros(tail)])
+    pcm = np.clip(np.round(signal), -32768, 32767).astype(np.int16)
+    return Utterance(f"[noise:{kind}]", g711.phone_line(pcm, codec), lead / RATE,
+                     (lead + n) / RATE, "noise", codec)
 
 
 def _atomic_write(path: Path, data: str | bytes) -> None:

@@ -51,6 +51,7 @@ BROADCAST_LEAD_S = 0.100    # uuid_broadcast's 5 lead frames
 BREAK_TAIL_S = 0.040        # frames still sent after a break: at most two
 MAX_CALLER_QUEUE_S = 600.0  # bound on queued caller speech
 MAX_PLAY_WAIT_S = 3600.0
+STREAM_GAP_S = 0.25         # streamed audio resuming within this after an underrun: same speech
 
 Samples = npt.NDArray[np.int16]
 
@@ -132,7 +133,8 @@ class Media:
         self._silence = np.zeros(self.frame_samples, np.int16)
         self._caller: deque[Samples] = deque()
         self._heard: list[Heard] = []
-        self._stream_heard: dict[str, int] = {}
+        self._stream_heard: dict[str, int] = {}   # running stream stretch per fork
+        self._stream_last: dict[str, int] = {}    # last stream stretch per fork (may have ended)
         self._taps: list[audiofork.Tap] = []
         self.forks = audiofork.ForkTable(self)
         self._current: _Playback | None = None
@@ -211,7 +213,8 @@ class Media:
                 self._stream_heard.pop(key, None)
                 continue
             mix = frame.astype(np.int32) if mix is None else mix + frame
-            self._stream_heard[key] = self._mark_heard(self._stream_heard.get(key), "stream", t)
+            idx = self._mark_heard(self._stream_heard.get(key), "stream", t)
+            self._stream_heard[key] = self._stream_last[key] = idx
         if mix is None:
             return None
         return np.clip(mix, -32768, 32767).astype(np.int16)
@@ -408,11 +411,21 @@ class Media:
             self._taps.remove(tap)
 
     def stream_interrupted(self, bug: str) -> None:
-        """A fork's streamed audio was cleared (killAudio/stop_play): its Heard stretch, if
-        one is running, ends interrupted."""
-        idx = self._stream_heard.pop(f"stream:{bug}", None)
-        if idx is not None:
-            self._heard[idx] = dataclasses.replace(self._heard[idx], interrupted=True)
+        """A fork's streamed audio was cleared (killAudio/stop_play): its Heard stretch ends
+        interrupted if it is running, or if it stopped at most ``STREAM_GAP_S`` (media time)
+        ago. The module pre-buffers 640 samples again after an underrun, so a reply paced
+        close to real time reaches the caller as stretches a few frames apart; a kill in
+        such a gap cuts that reply (the audio that would have followed is discarded), so the
+        stretch it cut is the last one heard. A stretch that ended longer ago ended by
+        itself and is left alone."""
+        key = f"stream:{bug}"
+        running = self._stream_heard.pop(key, None)
+        idx = self._stream_last.pop(key, None)
+        if idx is None:
+            return
+        h = self._heard[idx]
+        if running is not None or time.monotonic() - h.end <= STREAM_GAP_S / self.speed:
+            self._heard[idx] = dataclasses.replace(h, interrupted=True)
 
     def fork_api(self, argv: list[str]) -> str:
         """``uuid_audio_fork <uuid> …`` with the tokens after the uuid (see audiofork)."""
