@@ -8,6 +8,11 @@ kind of speech it was) and what the caller heard (``callctl.sim.interfaces.Heard
 - barge-in latency: for each ``bargein``, the bot audio playing at its speech start that was
   interrupted; latency = that audio's end minus the speech start.
 - false barge-in: a ``backchannel`` or ``noise`` during bot audio that interrupted it.
+- barge-in pause (pause-then-decide): a ``backchannel`` or ``noise`` during bot audio that
+  paused it and was not cut (the audio continued): the caller heard the bot hesitate. Its
+  duration is the pause → the same audio audible again. A stretch that continues a paused
+  one is not a new reply (turn latency skips it); a paused stretch later cut counts as
+  interrupted, its end (the pause) is when the caller heard the bot stop.
 """
 
 from __future__ import annotations
@@ -74,7 +79,8 @@ def turn_latencies(spoken: Sequence[Spoken], heard: Sequence[Heard],
     Audio that starts once the caller's next utterance has begun is not a reply to this one."""
     out: list[float] = []
     missed = 0
-    starts = sorted(h.start for h in heard)
+    cont = {id(h) for h in _continuations(heard).values()}
+    starts = sorted(h.start for h in heard if id(h) not in cont)
     turns = sorted((s for s in spoken if s.kind == "utterance"), key=lambda s: s.speech_start)
     for n, s in enumerate(turns):
         limit = turns[n + 1].speech_start if n + 1 < len(turns) else math.inf
@@ -103,9 +109,57 @@ def bargein_latencies(spoken: Sequence[Spoken], heard: Sequence[Heard]) -> tuple
     return out, ignored
 
 
+FALSE_BARGEIN_KINDS: tuple[Kind, ...] = ("backchannel", "noise")
+
+
+def false_bargeins(spoken: Sequence[Spoken], heard: Sequence[Heard]
+                   ) -> dict[Kind, tuple[int, int]]:
+    """Per kind in ``FALSE_BARGEIN_KINDS`` (always both keys): (how many of those said or
+    made during bot audio stopped it, how many were during bot audio). Stopped = the bot
+    audio playing at the event's start was interrupted and ended no later than 1 s after the
+    event's end (a later cut belongs to something else)."""
+    out: dict[Kind, tuple[int, int]] = {k: (0, 0) for k in FALSE_BARGEIN_KINDS}
+    for s in spoken:
+        if s.kind not in out:
+            continue
+        h = _playing_at(heard, s.speech_start)
+        if h is None:
+            continue
+        hits, n = out[s.kind]
+        out[s.kind] = (hits + int(h.interrupted and h.end <= s.speech_end + 1.0), n + 1)
+    return out
+
+
 def false_bargein_rate(spoken: Sequence[Spoken], heard: Sequence[Heard]) -> tuple[float, int]:
-    """(share of backchannels/noise during bot audio that interrupted it, how many there were)."""
+    """(share of backchannels and noise during bot audio that interrupted it, how many
+    there were), both kinds together (``false_bargeins`` splits them)."""
+    counts = false_bargeins(spoken, heard).values()
+    hits, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return (hits / n if n else 0.0), n
+
+
+def _continuations(heard: Sequence[Heard]) -> dict[int, Heard]:
+    """For each paused stretch (by index in ``heard``), the stretch of the same source that
+    continued it after the unpause (the next one starting at or after its end)."""
+    out: dict[int, Heard] = {}
+    for i, h in enumerate(heard):
+        if not h.paused or h.interrupted:
+            continue
+        nxt = next((c for c in heard if c.source == h.source and c.start >= h.end
+                    and c is not h), None)
+        if nxt is not None:
+            out[i] = nxt
+    return out
+
+
+def bargein_pauses(spoken: Sequence[Spoken], heard: Sequence[Heard]
+                   ) -> tuple[int, int, list[float]]:
+    """(backchannels/noise during bot audio that paused it without a cut, how many were said
+    during bot audio, the durations in s of those pauses: the pause → the same audio heard
+    again; a pause never continued has no duration)."""
+    cont = _continuations(heard)
     n = hits = 0
+    durations: list[float] = []
     for s in spoken:
         if s.kind not in ("backchannel", "noise"):
             continue
@@ -113,9 +167,12 @@ def false_bargein_rate(spoken: Sequence[Spoken], heard: Sequence[Heard]) -> tupl
         if h is None:
             continue
         n += 1
-        if h.interrupted and h.end <= s.speech_end + 1.0:
+        if h.paused and not h.interrupted and h.end <= s.speech_end + 1.0:
             hits += 1
-    return (hits / n if n else 0.0), n
+            nxt = cont.get(next(i for i, x in enumerate(heard) if x is h))
+            if nxt is not None:
+                durations.append(nxt.start - h.end)
+    return hits, n, durations
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:

@@ -2,7 +2,11 @@
 
 Schema (every latency is ``{"p50", "p95", "p99", "n"}`` in milliseconds, p* null when n=0):
 ``turn_latency_ms``, ``hops_ms`` (hop name -> latency), ``bargein_ms``,
-``answer_to_first_audio_ms``, ``false_bargein_rate`` (0..1), ``missed_turns`` (int), ``wer``
+``answer_to_first_audio_ms``, ``false_bargein_rate`` (0..1: backchannels and noise bursts
+during bot audio that stopped it), ``false_bargein`` (per kind, ``backchannel`` and ``noise``:
+``{"rate": 0..1, "hits": int, "n": int}``, hits <= n), optional ``bargein_pause_rate``
+(0..1: backchannels and noise during bot audio that only paused it) and ``bargein_pause_ms``
+(how long those pauses lasted), ``missed_turns`` (int), ``wer``
 (0..∞ or null), ``cpu_s_per_call_min``, ``peak_rss_mb``, ``baseline`` (the same keys for the
 cloud-style pipeline, without ``baseline``/``config``/``machine``), ``ratio`` (callctl p50 /
 baseline p50 and p95 / p95), ``sweep`` (list of per-concurrency rows, may be empty),
@@ -16,6 +20,7 @@ import platform
 from typing import Any
 
 LATENCY_KEYS = ("turn_latency_ms", "bargein_ms", "answer_to_first_audio_ms")
+FALSE_BARGEIN_KINDS = ("backchannel", "noise")
 TOP_KEYS = ("turn_latency_ms", "hops_ms", "bargein_ms", "false_bargein_rate", "wer",
             "cpu_s_per_call_min", "baseline", "config", "machine")
 
@@ -62,6 +67,22 @@ def _check_pipeline(path: str, r: dict[str, Any]) -> None:
     fbr = r.get("false_bargein_rate")
     if not isinstance(fbr, int | float) or not 0 <= fbr <= 1:
         raise ReportError(f"{path}false_bargein_rate: must be 0..1")
+    bpr = r.get("bargein_pause_rate", 0.0)       # optional: pause-then-decide hesitations
+    if not isinstance(bpr, int | float) or not 0 <= bpr <= 1:
+        raise ReportError(f"{path}bargein_pause_rate: must be 0..1")
+    fb = r.get("false_bargein")
+    if not isinstance(fb, dict) or set(fb) != set(FALSE_BARGEIN_KINDS):
+        raise ReportError(f"{path}false_bargein: must be an object with "
+                          f"{', '.join(FALSE_BARGEIN_KINDS)}")
+    for kind, v in fb.items():
+        where = f"{path}false_bargein.{kind}"
+        if not isinstance(v, dict) or set(v) != {"rate", "hits", "n"}:
+            raise ReportError(f"{where}: must be an object with rate, hits, n")
+        if not all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] >= 0
+                   for k in ("hits", "n")) or v["hits"] > v["n"]:
+            raise ReportError(f"{where}: hits and n must be counts, hits <= n")
+        if not isinstance(v["rate"], int | float) or not 0 <= v["rate"] <= 1:
+            raise ReportError(f"{where}.rate: must be 0..1")
     if r.get("wer") is not None and not isinstance(r["wer"], int | float):
         raise ReportError(f"{path}wer: must be a number or null")
     if not isinstance(r.get("cpu_s_per_call_min"), int | float):
@@ -104,7 +125,9 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(f"    {hop:<16} {lat(v)}")
     lines += [
         f"  barge-in         {lat(report['bargein_ms'])}",
-        f"  false barge-ins  {report['false_bargein_rate'] * 100:.1f} %",
+        f"  false barge-ins  {report['false_bargein_rate'] * 100:.1f} %  ("
+        + ", ".join(f"{k} {v['hits']}/{v['n']}"
+                    for k, v in report["false_bargein"].items()) + ")",
         f"  missed turns     {report.get('missed_turns', 0)}",
         f"  WER              {report['wer'] if report['wer'] is not None else 'n/a'}",
         f"  CPU              {report['cpu_s_per_call_min']:.2f} s per call-minute"

@@ -13,8 +13,12 @@ calls and each call's timeline origin (CLOCK_MONOTONIC is system-wide, so the da
 marks land on the caller's clock). Closing its stdin ends it.
 
 Every call follows one script (``script``): a backchannel over the greeting, then ``turns``
-turns that cycle through (1) an utterance with a backchannel over the bot's reply, (2) an
-utterance, (3) a barge-in over the reply to (2); then DTMF 9 (goodbye) and the bot hangs up.
+turns that cycle through (1) an utterance with a backchannel or a noise burst over the bot's
+reply (alternating per call and cycle; noise: ``corpus.noise``, a thump, cough, keyboard
+clicks or line hiss, seeded by caller and turn), (2) an utterance, (3) a barge-in over the
+reply to (2); then DTMF 9 (goodbye) and the bot hangs up. With ``--playback stream``
+the caller's figures use ``callers.join_stream``: stretches of streamed reply a few frames
+apart (module underruns) count as one reply.
 The bench flow (``BENCH_FLOW``) answers every utterance with the same two-sentence no-match
 reply, whatever the recognizer heard, so every turn gets a reply of the same length under
 any ASR. Phases run one after the other (callctl, baseline, sweep levels): the pipelines
@@ -41,9 +45,10 @@ import gevent.subprocess
 from callctl.bench import measure
 from callctl.bench.measure import Kind, Spoken, summarize
 from callctl.bench.report import machine_info
-from callctl.sim import callers
+from callctl.sim import callers, corpus
 from callctl.sim.callers import Caller, Step
 from callctl.sim.corpus import Utterance
+from callctl.sim.media import STREAM_GAP_S
 from callctl.sim.switch import SimCall, Switch, SwitchConfig
 
 DID = "+15559990000"
@@ -92,6 +97,7 @@ BARGE_INS = (
     "Hold on, I forgot to mention the address.",
 )
 BACKCHANNELS = ("mhm", "okay", "uh huh")
+NOISES = tuple(corpus.NOISE_KINDS)       # thump, cough, clicks, hiss
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,10 @@ def script(index: int, turns: int, say_: Callable[[str], Utterance | str]
                              after_s=after_s, timeout_s=8.0), "backchannel")
         bc += 1
 
+    def noise(t: int, after_s: float) -> None:
+        ev = corpus.noise(NOISES[(index + t // 3) % len(NOISES)], seed=1000 * index + t)
+        add(callers.barge_in(ev, after_s=after_s, timeout_s=8.0), "noise")
+
     backchannel(1.5)                                  # "mhm" over the greeting
     add(callers.wait_for_bot(0.5, timeout_s=20.0))
     for t in range(turns):
@@ -142,7 +152,10 @@ def script(index: int, turns: int, say_: Callable[[str], Utterance | str]
         phase = t % 3
         if phase == 0:
             add(callers.say(say_(text)), "utterance")
-            backchannel(1.2)                          # "okay" over the reply
+            if (index + t // 3) % 2:
+                noise(t, 1.2)                         # a thump / cough / clicks / hiss
+            else:
+                backchannel(1.2)                      # "okay" over the reply
             add(callers.wait_for_bot(0.5, timeout_s=20.0))
         elif phase == 1:
             add(callers.say(say_(text)), "utterance")
@@ -504,7 +517,9 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     missed = 0
     barge: list[float] = []
     barge_ignored = 0
-    fb_hits = fb_n = 0
+    fb: dict[str, list[int]] = {k: [0, 0] for k in measure.FALSE_BARGEIN_KINDS}
+    pauses = [0, 0]                  # backchannels/noise that paused the bot (no cut), of n
+    pause_s: list[float] = []        # how long those pauses lasted
     a2fa: list[float] = []
     hops: list[dict[str, float]] = []
     daemon_lat: list[float] = []
@@ -514,7 +529,7 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     detail: list[dict[str, Any]] = []
     for r in ph.runs:
         spoken = spoken_of(r.caller, r.kinds)
-        heard = r.call.heard()
+        heard = callers.join_stream(r.call.heard(), STREAM_GAP_S / ph.speed)
         turns = [dataclasses.replace(s, kind="utterance") for s in spoken
                  if s.kind in ("utterance", "bargein")]
         lat, miss = measure.turn_latencies(turns, heard, reply_window=REPLY_WINDOW_S)
@@ -523,9 +538,13 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         b, ign = measure.bargein_latencies(spoken, heard)
         barge += b
         barge_ignored += ign
-        rate, n = measure.false_bargein_rate(spoken, heard)
-        fb_hits += round(rate * n)
-        fb_n += n
+        for kind, (hits, n) in measure.false_bargeins(spoken, heard).items():
+            fb[kind][0] += hits
+            fb[kind][1] += n
+        p_hits, p_n, p_s = measure.bargein_pauses(spoken, heard)
+        pauses[0] += p_hits
+        pauses[1] += p_n
+        pause_s += p_s
         if r.caller.answered_at is not None:
             first = [h.start for h in heard if h.start >= r.caller.answered_at]
             if first:
@@ -556,8 +575,13 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         "bargein_ms": summarize(barge).as_ms(),
         "bargein_ignored": barge_ignored,
         "answer_to_first_audio_ms": summarize(a2fa).as_ms(),
-        "false_bargein_rate": round(fb_hits / fb_n, 4) if fb_n else 0.0,
-        "backchannels_over_bot": fb_n,
+        "false_bargein_rate": false_rate(sum(v[0] for v in fb.values()),
+                                         sum(v[1] for v in fb.values())),
+        "false_bargein": {k: {"rate": false_rate(h, n), "hits": h, "n": n}
+                          for k, (h, n) in fb.items()},
+        "backchannels_over_bot": fb["backchannel"][1],
+        "bargein_pause_rate": false_rate(*pauses),
+        "bargein_pause_ms": summarize(pause_s).as_ms(),
         "missed_turns": missed,
         "failed_script_steps": failed_steps,
         "wer": None if wer is None else round(wer, 3),
@@ -576,11 +600,18 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     }
 
 
+def false_rate(hits: int, n: int) -> float:
+    """hits / n rounded for the report; 0.0 when there was nothing to count."""
+    return round(hits / n, 4) if n else 0.0
+
+
 def empty_pipeline() -> dict[str, Any]:
     """Figures of a pipeline that did not run (``--no-baseline``)."""
     none = summarize([]).as_ms()
     return {"turn_latency_ms": none, "hops_ms": {}, "bargein_ms": none,
-            "answer_to_first_audio_ms": none, "false_bargein_rate": 0.0, "missed_turns": 0,
+            "answer_to_first_audio_ms": none, "false_bargein_rate": 0.0,
+            "false_bargein": {k: {"rate": 0.0, "hits": 0, "n": 0}
+                              for k in measure.FALSE_BARGEIN_KINDS}, "missed_turns": 0,
             "wer": None, "cpu_s_per_call_min": 0.0, "peak_rss_mb": 0.0, "ran": False}
 
 
@@ -620,8 +651,6 @@ def machine() -> dict[str, Any]:
 def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any],
                                                                    dict[str, list[float]]]:
     """Run every phase; returns (report, turn-latency samples by pipeline in seconds)."""
-    from callctl.sim import corpus
-
     mach = machine()
     work = Path(tempfile.mkdtemp(prefix="callctl-bench-"))
     progress = Progress(out)

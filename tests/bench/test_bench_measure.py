@@ -62,6 +62,45 @@ def test_false_bargein_rate() -> None:
     assert rate == pytest.approx(0.5)
 
 
+def test_false_bargeins_split_backchannels_and_noise() -> None:
+    from callctl.bench.measure import false_bargeins
+
+    spoken = [Spoken(1.0, 1.3, "backchannel", "mhm"),     # cut the bot 0.2 s later: hit
+              Spoken(5.0, 5.3, "noise", "[noise:thump]"),  # bot talked on
+              Spoken(9.0, 9.4, "noise", "[noise:cough]"),  # cut the bot: hit
+              Spoken(12.0, 12.2, "noise", "[noise:hiss]"),  # bot cut 2 s after it: not this
+              Spoken(20.0, 20.3, "noise", "[noise:clicks]"),  # no bot audio: not counted
+              Spoken(9.1, 9.2, "bargein", "wait")]         # not a false barge-in kind
+    heard = [Heard(0.5, 1.2, "a.wav", True), Heard(4.0, 8.0, "b.wav", False),
+             Heard(8.5, 9.5, "stream", True), Heard(11.0, 14.3, "c.wav", True)]
+    assert false_bargeins(spoken, heard) == {"backchannel": (1, 1), "noise": (1, 3)}
+    rate, n = false_bargein_rate(spoken, heard)
+    assert (rate, n) == (pytest.approx(0.5), 4)
+    assert false_bargeins([], heard) == {"backchannel": (0, 0), "noise": (0, 0)}
+
+
+def test_stream_stretches_a_few_frames_apart_are_one_reply() -> None:
+    """A streamed reply that underran twice (gaps of 0.1 s) and was then killed: the
+    barge-in over its middle and the noise over its second piece are measured against
+    the whole reply; a new reply after the kill, and file audio, stay apart."""
+    from callctl.sim.callers import join_stream
+
+    heard = [Heard(1.0, 2.0, "stream", False), Heard(2.1, 2.5, "stream", False),
+             Heard(2.6, 3.2, "stream", True),       # killAudio: the reply ends here
+             Heard(3.3, 4.0, "stream", False),      # the next reply, 0.1 s after the kill
+             Heard(4.05, 4.5, "a.wav", False), Heard(5.0, 6.0, "stream", False)]
+    joined = join_stream(heard, 0.25)
+    assert joined == [Heard(1.0, 3.2, "stream", True), Heard(3.3, 4.0, "stream", False),
+                      Heard(4.05, 4.5, "a.wav", False), Heard(5.0, 6.0, "stream", False)]
+    spoken = [Spoken(2.05, 3.0, "bargein", "wait"), Spoken(2.55, 2.8, "noise")]
+    assert bargein_latencies(spoken, heard) == ([], 0)          # in a gap: nothing playing
+    lat, ignored = bargein_latencies(spoken, joined)
+    assert lat == pytest.approx([3.2 - 2.05]) and ignored == 0
+    rate, n = false_bargein_rate(spoken, joined)
+    assert (rate, n) == (1.0, 1)
+    assert join_stream(heard, 0.05) == heard                    # gaps longer than allowed
+
+
 def test_wer() -> None:
     assert word_error_rate(["talk to billing"], ["talk to billing"]) == 0.0
     assert word_error_rate(["talk to billing"], ["talk to"]) == pytest.approx(1 / 3)
@@ -75,7 +114,10 @@ def _lat(p50: float | None, n: int) -> dict[str, float | int | None]:
 def _pipeline() -> dict[str, object]:
     return {"turn_latency_ms": _lat(250.0, 4), "bargein_ms": _lat(None, 0),
             "answer_to_first_audio_ms": _lat(80.0, 1), "hops_ms": {"asr_final": _lat(20.0, 4)},
-            "false_bargein_rate": 0.0, "wer": 0.1, "cpu_s_per_call_min": 3.0}
+            "false_bargein_rate": 0.25,
+            "false_bargein": {"backchannel": {"rate": 0.0, "hits": 0, "n": 2},
+                              "noise": {"rate": 0.5, "hits": 1, "n": 2}},
+            "wer": 0.1, "cpu_s_per_call_min": 3.0}
 
 
 def test_report_schema_accepts_good_and_names_bad(tmp_path: Path) -> None:
@@ -91,6 +133,17 @@ def test_report_schema_accepts_good_and_names_bad(tmp_path: Path) -> None:
         validate(bad)
     with pytest.raises(ReportError, match="baseline: missing"):
         validate({k: v for k, v in report.items() if k != "baseline"})
+    assert "noise 1/2" in summary_text(report)
+    fb = report["false_bargein"]
+    assert isinstance(fb, dict)
+    for bad_fb, where in (({"backchannel": fb["backchannel"]}, r"false_bargein: must"),
+                          ({**fb, "noise": {"rate": 0.5, "hits": 3, "n": 2}},
+                           r"false_bargein\.noise: hits"),
+                          ({**fb, "noise": {"rate": 1.5, "hits": 1, "n": 2}},
+                           r"false_bargein\.noise\.rate"),
+                          ({**fb, "noise": {"rate": 0.5, "n": 2}}, r"false_bargein\.noise: must")):
+        with pytest.raises(ReportError, match=where):
+            validate({**report, "baseline": {**_pipeline(), "false_bargein": bad_fb}})
     out = tmp_path / "p.png"
     plot(report, {"callctl": [0.2, 0.3], "baseline": [1.0, 1.2]}, out)
     assert out.read_bytes().startswith(b"\x89PNG")
@@ -141,7 +194,18 @@ def test_bench_script_kinds_and_flow() -> None:
     steps, kinds = script(0, 6, lambda text: text)
     said = [kinds[i] for i in sorted(kinds)]
     assert said.count("utterance") == 4 and said.count("bargein") == 2
-    assert said.count("backchannel") == 3                 # greeting + turns 0 and 3
+    assert said.count("backchannel") == 2                 # greeting + turn 0
+    assert said.count("noise") == 1                       # turn 3 (caller 1: turn 0)
+    noise = steps[next(i for i, k in kinds.items() if k == "noise")]
+    assert isinstance(noise, callers.BargeIn) and not isinstance(noise.what, str)
+    assert noise.what.text.startswith("[noise:")
+    first, _ = script(1, 1, lambda text: text)
+    again, kinds1 = script(1, 1, lambda text: text)
+    assert [kinds1[i] for i in sorted(kinds1)] == ["backchannel", "utterance", "noise"]
+    a, b = (s[next(i for i, k in kinds1.items() if k == "noise")] for s in (first, again))
+    assert isinstance(a, callers.BargeIn) and isinstance(b, callers.BargeIn)
+    assert not isinstance(a.what, str) and not isinstance(b.what, str)
+    assert (a.what.samples == b.what.samples).all()      # deterministic per caller and turn
     for i, kind in kinds.items():
         step = steps[i]
         assert isinstance(step, callers.BargeIn if kind != "utterance" else callers.Say)
