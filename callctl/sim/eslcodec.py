@@ -3,7 +3,8 @@
 Two halves:
 
 * **Serializers** for every frame FreeSWITCH 1.10.12 writes to a client (PROTOCOL.md §1.3):
-  ``auth_request``, ``command_reply``, ``api_response``, ``event_plain`` / ``event_json``,
+  ``auth_request``, ``command_reply``, ``api_response``, ``event_plain`` / ``event_json`` /
+  ``event_xml``, ``log_data`` (with ``log_line``, the text of one log line),
   ``connect_reply`` (the outbound CHANNEL_DATA reply), ``disconnect_notice``,
   ``linger_notice`` and ``rude_rejection``. Header order, URL-encoding (``url_encode``, FS's
   ``switch_url_encode`` rule) and byte-exact ``Content-Length`` follow the captures in
@@ -22,6 +23,7 @@ cannot hide on both sides of the wire.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,6 +112,81 @@ def event_json(headers: Sequence[Header], body: str | None = None) -> bytes:
     """A ``text/event-json`` frame."""
     data = serialize_json(headers, body)
     return b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(data) + data
+
+
+def _xml_text(text: str) -> str:
+    """``switch_xml_ampencode`` of character content (not an attribute), with FreeSWITCH's
+    UTF-8 encoding on: ``&`` ``<`` ``>`` and CR become entities, every non-ASCII character
+    ``&#x<HEX>;``; ``"`` and LF stay. A ``<!`` makes the rest of the text pass unescaped (the
+    CDATA/comment pass-through of FreeSWITCH's encoder)."""
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if ch == "<" and text[i + 1:i + 2] == "!":
+            out.append(text[i:])
+            break
+        if ch == "&":
+            out.append("&amp;")
+        elif ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch == "\r":
+            out.append("&#xD;")
+        elif ord(ch) > 0x7F:
+            out.append(f"&#x{ord(ch):X};")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def serialize_xml(headers: Sequence[Header], body: str | None = None) -> bytes:
+    """``switch_event_xmlize`` + ``switch_xml_toxml`` (no prolog): ``<event>``, a ``<headers>``
+    element with one child per header (value URL-encoded, like ``event plain``), then — if the
+    body is not empty — ``<Content-Length>`` (body bytes) and ``<body>``; two-space indent, one
+    element per line, ending ``</event>\\n``. A body that ends in a newline gets its
+    ``</body>`` indented, as ``switch_xml_toxml_r`` does."""
+    lines = ["<event>", "  <headers>"]
+    lines += [f"    <{k}>{_xml_text(url_encode(v))}</{k}>" for k, v in headers]
+    lines.append("  </headers>")
+    if body:
+        lines.append(f"  <Content-Length>{len(body.encode('utf-8'))}</Content-Length>")
+        text = _xml_text(body)
+        # the encoder indents a closing tag that follows a newline
+        lines.append(f"  <body>{text}{'  ' if text.endswith(chr(10)) else ''}</body>")
+    lines.append("</event>")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def event_xml(headers: Sequence[Header], body: str | None = None) -> bytes:
+    """A ``text/event-xml`` frame (after ``event xml …``)."""
+    data = serialize_xml(headers, body)
+    return b"Content-Length: %d\nContent-Type: text/event-xml\n\n" % len(data) + data
+
+
+LOG_LEVEL_NAMES = ("CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG")
+
+
+def log_line(level: int, file: str, line: int, text: str, when: float | None = None) -> str:
+    """One formatted log line as ``switch_log_meta_vprintf`` writes it (``node->data``):
+    ``YYYY-MM-DD hh:mm:ss.uuuuuu [LEVEL] file:line text`` (local time). ``text`` carries its
+    own trailing newline, as FreeSWITCH's format strings do."""
+    now = time.time() if when is None else when
+    micro = int((now % 1) * 1_000_000)
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    return f"{date}.{micro:06d} [{LOG_LEVEL_NAMES[level]}] {file}:{line} {text}"
+
+
+def log_data(level: int, text_channel: int, file: str, func: str, line: int,
+             user_data: str | None, data: str) -> bytes:
+    """A ``log/data`` frame: ``Content-Type``, ``Content-Length``, ``Log-Level``,
+    ``Text-Channel``, ``Log-File``, ``Log-Func``, ``Log-Line``, ``User-Data`` in that order,
+    values raw (not URL-encoded; ``User-Data`` empty when no session), then the line."""
+    raw = data.encode("utf-8")
+    return _block([
+        ("Content-Type", "log/data"), ("Content-Length", str(len(raw))),
+        ("Log-Level", str(level)), ("Text-Channel", str(text_channel)), ("Log-File", file),
+        ("Log-Func", func), ("Log-Line", str(line)), ("User-Data", user_data or ""),
+    ]) + b"\n" + raw
 
 
 def connect_reply(headers: Sequence[Header], async_: bool = True, full: bool = True) -> bytes:

@@ -11,10 +11,17 @@ idle, so the ``api/response`` of ``uuid_answer`` precedes the CHANNEL_ANSWER it 
 Bad input never ends more than this connection: a frame the parser rejects is logged with its
 rule and bytes, answered with the disconnect notice, and the socket is closed.
 
-Known gaps: ``event xml`` is accepted but events are still written as text/event-plain;
-``log <level>`` is acknowledged but no ``log/data`` frames are written; ``userauth`` and the
-inbound ACL (``text/rude-rejection``) are not emulated; FreeSWITCH's ~0.5 s pause between
-``+OK bye`` and the disconnect notice is not reproduced.
+Events go out as text/event-plain, -json or -xml (the connection's last ``event <fmt>``).
+Log lines: whatever in the emulator logs calls ``emit_log(sw, …)``; every connection that sent
+``log <level>`` (and may log, see ``userauth``) and whose level admits the line queues a
+``log/data`` frame behind the events already queued; ``nolog`` drops the lines not yet
+written (FreeSWITCH flushes the log queue). Connections authenticated with ``userauth`` carry
+the user's ``esl-allowed-events`` / ``esl-allowed-api`` / ``esl-allowed-log`` restrictions
+(``Permissions``).
+
+Known gaps: the inbound ACL (``text/rude-rejection``) is not emulated; FreeSWITCH's ~0.5 s
+pause between ``+OK bye`` and the disconnect notice is not reproduced; the emulator's channels
+do not log yet (``emit_log`` is there for them).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import re
 import socket
 import time
 import uuid as uuidlib
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -79,6 +88,43 @@ MYEVENTS = frozenset([
 LOG_LEVELS = {"console": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5,
               "info": 6, "debug": 7}
 
+TEXT_CHANNEL_LOG = 0          # SWITCH_CHANNEL_ID_LOG
+TEXT_CHANNEL_SESSION = 3      # SWITCH_CHANNEL_ID_SESSION (User-Data = the session uuid)
+
+# switch -> the connections that asked for log lines (``log <level>``)
+_loggers: weakref.WeakKeyDictionary[Any, weakref.WeakSet[EslConnection]] = \
+    weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a ``userauth`` user may do (directory params ``esl-allowed-events``,
+    ``esl-allowed-api``, ``esl-allowed-log``). ``None`` = unrestricted; event names are upper
+    case, CUSTOM subclasses as given; ``"ALL"`` among the events allows every event."""
+
+    events: frozenset[str] | None = None
+    api: frozenset[str] | None = None
+    log: bool = True
+
+    def event_allowed(self, name: str) -> bool:
+        return self.events is None or "ALL" in self.events or name in self.events
+
+    def api_allowed(self, command: str) -> bool:
+        return self.api is None or "all" in self.api or command in self.api
+
+
+def emit_log(sw: Switch, level: int, text: str, *, file: str, func: str, line: int,
+             session_uuid: str | None = None) -> None:
+    """The switch logs one line (``switch_log_printf``): every connection of ``sw`` that is
+    logging at ``level`` or more verbose queues it as a ``log/data`` frame. ``text`` ends with
+    its own newline, as FreeSWITCH's format strings do; ``session_uuid`` makes it a session
+    log line (``Text-Channel: 3``, ``User-Data: <uuid>``)."""
+    data = eslcodec.log_line(level, file, line, text)
+    channel = TEXT_CHANNEL_SESSION if session_uuid else TEXT_CHANNEL_LOG
+    frame = eslcodec.log_data(level, channel, file, func, line, session_uuid, data)
+    for conn in list(_loggers.get(sw, ())):
+        conn.deliver_log(level, frame)
+
 
 class EslConnection:
     """Base class: subscriptions, filters, event queue, common commands.
@@ -103,6 +149,9 @@ class EslConnection:
         self.myevents_uuid: str | None = None
         self.filters: list[tuple[str, str]] = []
         self.logging: str | None = None
+        self.log_level = 0
+        self._log_generation = 0                # bumped by nolog: queued lines are dropped
+        self.perms = Permissions()
         self.lingering = False
         self.linger_s: int | None = None
         self.released = gevent.event.Event()    # set once closed (session lock released)
@@ -160,9 +209,24 @@ class EslConnection:
             return
         if self.fmt == "json":
             data = eslcodec.event_json(ev.headers, ev.body)
+        elif self.fmt == "xml":
+            data = eslcodec.event_xml(ev.headers, ev.body)
         else:
             data = eslcodec.event_plain(ev.headers, ev.body)
         self.enqueue_later(data)
+
+    def deliver_log(self, level: int, frame: bytes) -> None:
+        """Queue one ``log/data`` frame if this connection logs at ``level`` or above; it is
+        dropped if ``nolog`` comes before it is written."""
+        if self.closed or self.logging is None or level > self.log_level:
+            return
+        generation = self._log_generation
+
+        def write() -> None:
+            if self.logging is not None and generation == self._log_generation:
+                self.send(frame)
+
+        self.enqueue_later(write)
 
     def _write_loop(self) -> None:
         while not self.closed:
@@ -296,6 +360,7 @@ class EslConnection:
         self.closed = True
         self.released.set()
         self.sw.remove_listener(self)
+        _loggers.get(self.sw, weakref.WeakSet()).discard(self)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -336,6 +401,8 @@ class EslConnection:
             self._cmd_log(rest.strip())
         elif low == "nolog":
             was_logging, self.logging = self.logging, None
+            self._log_generation += 1
+            _loggers.get(self.sw, weakref.WeakSet()).discard(self)
             self.reply("+OK no longer logging" if was_logging else "-ERR not loging")
         elif low == "sendevent":
             self.reply(f"+OK {uuidlib.uuid4()}")
@@ -348,18 +415,23 @@ class EslConnection:
         else:
             self.reply("-ERR command not found")
 
-    def _names(self, tokens: list[str]) -> tuple[set[str], set[str], bool]:
+    def _names(self, tokens: list[str], allowed_only: bool = False
+               ) -> tuple[set[str], set[str], bool]:
+        """Event names and CUSTOM subclasses among ``tokens``; with ``allowed_only`` the ones
+        a ``userauth`` user may not have are skipped silently (as FreeSWITCH does)."""
         names: set[str] = set()
         subs: set[str] = set()
         custom = False
+        ok = self.perms.event_allowed if allowed_only else (lambda _name: True)
         for tok in tokens:
             if custom:
-                subs.add(tok)
+                if ok(tok):
+                    subs.add(tok)
                 continue
             up = tok.upper().removeprefix("SWITCH_EVENT_")
             if up == "CUSTOM":
                 custom = True
-            if up in EVENT_NAMES:
+            if up in EVENT_NAMES and ok(up):
                 names.add(up)
         return names, subs, bool(names or subs)
 
@@ -368,7 +440,7 @@ class EslConnection:
         fmt = self.fmt
         if tokens and tokens[0].lower() in ("plain", "json", "xml"):
             fmt = tokens.pop(0).lower()
-        names, subs, ok = self._names(tokens)
+        names, subs, ok = self._names(tokens, allowed_only=True)
         if not ok:
             self.reply("-ERR no keywords supplied")
             return
@@ -418,6 +490,9 @@ class EslConnection:
 
     def _cmd_api(self, rest: str) -> None:
         command, _, arg = rest.strip().partition(" ")
+        if not self.perms.api_allowed(command):
+            self.reply("-ERR permission denied")
+            return
         body = api.execute(self.sw, command, arg.strip())
         self.send(eslcodec.api_response(body))
 
@@ -425,6 +500,9 @@ class EslConnection:
         job = (cmd.header("Job-UUID") or "").strip() or str(uuidlib.uuid4())
         command, _, arg = rest.strip().partition(" ")
         arg = arg.strip()
+        if not self.perms.api_allowed(command):
+            self.reply("-ERR permission denied")
+            return
         self.reply(f"+OK Job-UUID: {job}", (("Job-UUID", job),))
         owner = self.session_uuid
         gevent.spawn(_background_job, self.sw, job, owner, command, arg)
@@ -457,12 +535,16 @@ class EslConnection:
         self.reply("+OK")
 
     def _cmd_log(self, level: str) -> None:
+        if not self.perms.log:
+            self.reply("-ERR permission denied")
+            return
         lvl = level or "debug"
         num = int(lvl) if lvl.isdigit() and int(lvl) <= 7 else LOG_LEVELS.get(lvl.lower())
         if num is None:
             self.reply("-ERR invalid log level")
             return
-        self.logging = lvl
+        self.logging, self.log_level = lvl, num
+        _loggers.setdefault(self.sw, weakref.WeakSet()).add(self)
         self.reply(f"+OK log level {lvl} [{num}]")
 
 
