@@ -149,6 +149,10 @@ class AsrConfig:
         "/var/lib/callctl/models", "Where `callctl models fetch` puts downloaded models."
     )
     pool_size: int = setting(8, "Warm recognizers kept for reuse.", between(1, 1000))
+    decode_threads: int = setting(
+        0, "Recognizer decodes run at once (0: one per CPU this process may use); a turn's "
+        "end goes before other calls' streaming catch-up.", between(0, 256),
+    )
     prime: bool = setting(
         True, "After start-up, decode one synthesized sentence through each pooled recognizer "
         "in the background (a recognizer's first utterance costs ~4x the CPU of later ones).",

@@ -57,6 +57,7 @@ import numpy as np
 from gevent.threadpool import ThreadPool
 
 from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
+from callctl.asr.scheduler import DecodeScheduler
 from callctl.bargein import Bot, Decision, Observation, Signal, decide, words_of
 from callctl.call.control import CallControlError
 from callctl.call.session import CallSession, TimerFired
@@ -140,6 +141,7 @@ class Voice:
         self.vads_created = 0
         self.vads_reused = 0
         self._primer: gevent.Greenlet[Any, Any] | None = None
+        self.decoder = DecodeScheduler(cfg.asr.decode_threads, metrics)
 
     def start(self) -> None:
         """Bind the fork server, open the store, load models, pre-render prompts (blocking)."""
@@ -186,7 +188,7 @@ class Voice:
             rate = getattr(self.asr, "sample_rate", self.rate)
             pcm = b"".join(c.pcm if c.rate == rate else resample(c.samples, c.rate, rate)
                            for c in ahead.chunks)
-            primed = self.asr.prime(pcm)  # type: ignore[union-attr]
+            primed = self.asr.prime(pcm, scheduler=self.decoder)  # type: ignore[union-attr]
         except Exception as e:
             self.log.warning("voice.prime_failed", error=repr(e)[:200])
             return
@@ -433,7 +435,7 @@ class Conversation:
             emit=self._from_listener, turn_factory=self._new_turn,
             padding_ms=self.cfg.asr.padding_ms,
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid,
-            engine=v.asr)
+            metrics=v.metrics, engine=v.asr, scheduler=v.decoder)
         self.listener_g = gevent.spawn(self.listener.run)
         stream = self.cfg.playback.mode == "stream"
         call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid},

@@ -130,6 +130,12 @@ class Metrics:
         self.recognizers_reused = Counter(
             "callctl_asr_recognizers_reused_total", "Recognizers taken warm from the pool.",
             ["engine"], registry=r)
+        self.decode_wait = Histogram(
+            "callctl_asr_decode_wait_seconds",
+            "Time a recognizer job waited for a decode slot (asr.decode_threads), by priority: "
+            "urgent = a turn's end, routine = streaming catch-up. Growing waits = CPU-bound.",
+            ["priority"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r)
         self.recognizers_primed = Counter(
             "callctl_asr_recognizers_primed_total",
             "Pooled recognizers given their costly first utterance after start-up.",

@@ -155,3 +155,22 @@ def test_closing_while_priming_and_prime_off(tmp_path: Path, redis_url: str,
         assert not vosk_engine._pool[0].warm
     finally:
         off.close()
+
+
+def test_a_turns_end_decodes_take_urgent_slots(tmp_path: Path, redis_url: str,
+                                               vosk_engine: Any) -> None:
+    """The decode that ends the caller's speech and the final go through the daemon's decode
+    scheduler as URGENT; streaming catch-up as ROUTINE (``callctl.asr.scheduler``)."""
+    rig = Rig(tmp_path, redis_url, vosk_engine)
+    try:
+        assert rig.voice.decoder.slots >= 1
+        call, _ = rig.call([callers.wait_answer(), callers.wait_for_bot(silence_s=0.6),
+                            callers.say("I would like to talk to billing please.", voice="espeak"),
+                            callers.wait_for_bot(silence_s=0.6), callers.hangup()])
+        rig.finish(call)
+    finally:
+        rig.close()
+    count = "callctl_asr_decode_wait_seconds_count"
+    assert rig.sample(count, {"priority": "urgent"}) >= 2      # speech-end decode + final
+    assert rig.sample(count, {"priority": "routine"}) >= 1
+    assert rig.voice.decoder.busy == 0 and not rig.voice.decoder._waiting

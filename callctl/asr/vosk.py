@@ -14,6 +14,7 @@ the background after start-up. This is the only module that imports vosk.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import gevent
 import vosk
 
 from callctl.asr.base import AsrModelError, Recognition, Word, require_model_files
+from callctl.asr.scheduler import DecodeScheduler, Priority
 from callctl.metrics import Metrics
 
 ENGINE = "vosk"
@@ -175,7 +177,8 @@ class VoskEngine:
         if len(self._pool) < self.pool_size:
             self._pool.append(recognizer)
 
-    def prime(self, pcm: bytes, chunk_bytes: int = 3200, timeout_s: float = 30.0) -> int:
+    def prime(self, pcm: bytes, chunk_bytes: int = 3200, timeout_s: float = 30.0,
+              scheduler: DecodeScheduler | None = None) -> int:
         """Decode ``pcm`` (speech, 16-bit mono at ``sample_rate``) once through each pooled
         recognizer that has never finalized an utterance, then reset it. Returns how many were
         primed.
@@ -186,7 +189,8 @@ class VoskEngine:
         during priming get another pooled recognizer or a new one. It is put back only if
         the pool still has room. Killing the calling greenlet (shutdown) leaves the one
         recognizer in flight to its thread and drops it. A decode that fails or outlasts
-        ``timeout_s`` drops that recognizer and stops priming.
+        ``timeout_s`` drops that recognizer and stops priming. Given the daemon's
+        ``scheduler``, each decode takes a ROUTINE slot: priming never delays a caller.
         """
         pool = gevent.get_hub().threadpool
         primed = 0
@@ -196,8 +200,10 @@ class VoskEngine:
             except ValueError:           # a call took it meanwhile: it warms itself
                 continue
             try:
-                pool.spawn(_decode_once, rec, pcm, chunk_bytes).get(timeout=timeout_s)
-            except Exception:
+                with scheduler.slot(Priority.ROUTINE, timeout_s) if scheduler is not None \
+                        else contextlib.nullcontext():
+                    pool.spawn(_decode_once, rec, pcm, chunk_bytes).get(timeout=timeout_s)
+            except (Exception, gevent.Timeout):
                 return primed            # dropped: never pool a recognizer in an odd state
             primed += 1
             if len(self._pool) < self.pool_size:

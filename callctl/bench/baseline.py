@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 from callctl.asr.base import Recognition, Recognizer
+from callctl.asr.scheduler import Priority
 from callctl.call.session import CallSession
 from callctl.call.timeline import Turn
 from callctl.config import Config
@@ -59,7 +60,7 @@ class BatchListener(Listener):
         super().__init__(*args, **kwargs)
         self._recording: list[bytes] = []
 
-    def _decode(self, frames: list[Any]) -> None:
+    def _decode(self, frames: list[Any], priority: Any = None) -> None:
         if not frames:
             return
         import numpy as np
@@ -79,7 +80,8 @@ class BatchListener(Listener):
         pcm, self._recording = b"".join(self._recording), []
         self._seg_audio_s = 0.0
         self._partial = ""
-        rec: Recognition | None = self._run(batch_recognize, self.recognizer, pcm)
+        rec: Recognition | None = self._run(batch_recognize, self.recognizer, pcm,
+                                            priority=Priority.URGENT)
         return rec
 
 

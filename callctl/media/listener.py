@@ -4,7 +4,10 @@ How this works: ``run()`` (in its own greenlet) takes items from the call's ``In
 goes through the VAD; while the caller speaks (plus ``padding_ms`` of pre-roll kept in a
 ring) it is fed to the recognizer in the hub's threadpool. Frames that arrive during a
 decode wait in the inbox and are fed as one batch next time, so a slow decode never blocks
-the hub and the recognizer catches up in bigger steps. Only speech is decoded.
+the hub and the recognizer catches up in bigger steps. Only speech is decoded. Given a
+``scheduler`` (``callctl.asr.scheduler``, shared by all calls) each decode first takes one
+of its slots: the decode that ends the caller's speech and the final are URGENT and go
+before other calls' streaming catch-up.
 
 Phases of a turn: IDLE (no speech) → SPEAKING (SpeechStarted; a new ``Turn`` from
 ``turn_factory`` on the first one, marked ``speech_start``) → PAUSED (SpeechEnded: the
@@ -26,6 +29,7 @@ puts the event in its own inbox).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import time
@@ -43,6 +47,7 @@ from callctl.asr.base import (
     Recognizer,
     Word,
 )
+from callctl.asr.scheduler import DecodeScheduler, Priority
 from callctl.call.timeline import Turn
 from callctl.log import get_logger
 from callctl.media.audio import (
@@ -104,6 +109,7 @@ class Listener:
         call_uuid: str | None = None,
         metrics: Metrics | None = None,
         engine: Engine | None = None,
+        scheduler: DecodeScheduler | None = None,
     ) -> None:
         self.inbox = inbox
         self.recognizer = recognizer
@@ -138,6 +144,7 @@ class Listener:
         self._no_audio_reported = False
         self._first_audio_seen = False
         self.engine = engine                 # where a fresh recognizer comes from
+        self.scheduler = scheduler           # shared decode slots (None: straight to threads)
         self._asr_ok = True
         self._busy = False                   # a recognizer call is running in a thread
         self._job: Any = None                # ... that one
@@ -227,7 +234,7 @@ class Listener:
                 if isinstance(ev, SpeechStarted):
                     to_decode.extend(self._speech_started(ev, f))
                 else:
-                    self._decode(to_decode)
+                    self._decode(to_decode, Priority.URGENT)   # the caller now waits
                     to_decode = []
                     self._speech_end_audio_t = self._audio_t - (f.at - ev.at)
                     self._speech_ended(ev)
@@ -280,14 +287,17 @@ class Listener:
 
     # -- recognizer (threadpool) ----------------------------------------------------------------
 
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _run(self, fn: Callable[..., Any], *args: Any,
+             priority: Priority = Priority.ROUTINE) -> Any:
         if not self._asr_ok:
             return None
-        job = gevent.get_hub().threadpool.spawn(fn, *args)
-        self._busy, self._job = True, job
-        job.rawlink(self._job_done)
         try:
-            return job.get(timeout=self.decode_timeout_s)
+            with self.scheduler.slot(priority, self.decode_timeout_s) \
+                    if self.scheduler is not None else contextlib.nullcontext():
+                job = gevent.get_hub().threadpool.spawn(fn, *args)
+                self._busy, self._job = True, job
+                job.rawlink(self._job_done)     # busy until the thread is really done
+                return job.get(timeout=self.decode_timeout_s)
         except (Exception, gevent.Timeout) as e:  # engine error or hung: this turn loses ASR
             self._asr_ok = False
             if self.metrics is not None:
@@ -315,12 +325,13 @@ class Listener:
         self.log.warning("recognizer replaced")
         self.emit(AsrRecovered(time.monotonic()))
 
-    def _decode(self, frames: list[AudioFrame]) -> None:
+    def _decode(self, frames: list[AudioFrame],
+                priority: Priority = Priority.ROUTINE) -> None:
         if not frames:
             return
         pcm = np.concatenate([f.samples for f in frames]).astype("<i2").tobytes()
         self._seg_audio_s += sum(f.duration_s for f in frames)
-        partial = self._run(self.recognizer.accept, pcm)
+        partial = self._run(self.recognizer.accept, pcm, priority=priority)
         if partial is not None:
             self._partial = partial
             self.emit(PartialTranscript(self._text(partial), time.monotonic()))
@@ -328,7 +339,7 @@ class Listener:
     def _final(self) -> Recognition | None:
         """Finalize the current segment; word times are shifted to count from the turn's
         first decoded sample (segments after a ``TurnResumed`` line up with the first)."""
-        rec: Recognition | None = self._run(self.recognizer.final)
+        rec: Recognition | None = self._run(self.recognizer.final, priority=Priority.URGENT)
         self._partial = ""
         audio_s, self._seg_audio_s = self._seg_audio_s, 0.0
         if rec is None:
