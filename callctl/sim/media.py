@@ -19,6 +19,11 @@ Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
   not advance the file; a break is checked before the pause, so ``uuid_break`` stops a
   paused file. Each file starts unpaused. The caller's ``Heard`` stretch ends at the pause
   (``paused=True``) and an unpause starts a new stretch of the same source.
+* Bidirectional fork stream (jambonz): mixed into the frames sent to the caller once the
+  module's pre-buffer fills; an underrun ends the caller's ``"stream"`` stretch and the next
+  audio starts a new one. ``killAudio``/``stop_play`` drop the buffer at once; the stretch
+  they cut ends ``interrupted``, also when the kill falls in an underrun gap of at most
+  ``STREAM_GAP_S`` (``stream_interrupted``).
 """
 
 from __future__ import annotations
