@@ -8,24 +8,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import gevent
 import numpy as np
 import pytest
+from tts_rig import CallRig
 
 from callctl.bargein import Bot, Decision, Observation, Signal, decide
 from callctl.call.session import CallSession
 from callctl.call.state import Trigger
-from callctl.config import Config, EslConfig, RouteConfig, RoutingConfig, TurnsConfig
+from callctl.config import TurnsConfig
 from callctl.esl.adapter import EslEvent
-from callctl.esl.outbound import OutboundServer
 from callctl.media.audio import AudioFrame, Inbox
 from callctl.media.forkserver import ForkServer
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
 from callctl.metrics import Metrics
 from callctl.playback import FilePlayback
 from callctl.sim import corpus
-from callctl.sim.switch import SimCall, Switch, SwitchConfig
+from callctl.sim.switch import SimCall
 from callctl.tts.espeak import EspeakSynthesizer
 from callctl.tts.speaker import ChunkReady, Reply, ReplySynthesized, Speaker
 
@@ -122,54 +123,29 @@ class Bot_:
         self.forks.unregister(self.call.uuid)
 
 
-class Rig:
-    def __init__(self, tmp_path: Path, metrics: Metrics) -> None:
-        self.bots: list[Bot_] = []
-        speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000)
-        self.forks = ForkServer(metrics, port=0)
-        self.forks.start()
-        host, port = self.forks.address
-        self.forks.public_url = f"ws://{host}:{port}"
-
-        def factory(call: CallSession) -> Bot_:
-            b = Bot_(call, self.forks, speaker, tmp_path / "playback")
-            self.bots.append(b)
-            return b
-
-        cfg = Config(esl=EslConfig(command_timeout_s=2.0, linger_s=5),
-                     routes=(RouteConfig(did=DID, flow="front_desk"),),
-                     routing=RoutingConfig(unknown_action="reject"))
-        self.server = OutboundServer(cfg, metrics, conversation_factory=factory, port=0)
-        self.server.start()
-        self.sw = Switch(SwitchConfig(
-            esl_port=0, speed=1.0,
-            dialplan={DID: f"socket 127.0.0.1:{self.server.port} async full"}))
-        self.sw.start()
-
-    def call(self) -> tuple[SimCall, Bot_]:
-        call = self.sw.place_call(DID, "+15557654321", "PCMU")
-        assert call.wait_answered(5)
-        with gevent.Timeout(10):
-            while not call.heard():
-                gevent.sleep(0.01)
-        return call, self.bots[-1]
-
-    def close(self) -> None:
-        self.sw.stop()
-        self.server.stop()
-        self.forks.stop()
+Rig: TypeAlias = CallRig[Bot_]
 
 
 @pytest.fixture
 def rig(tmp_path: Path, metrics: Metrics) -> Iterator[Rig]:
-    r = Rig(tmp_path, metrics)
+    speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000)
+
+    def make(call: CallSession, rig: Rig) -> Bot_:
+        assert rig.forks is not None
+        return Bot_(call, rig.forks, speaker, tmp_path / "playback")
+
+    r = CallRig(metrics, DID, make, speed=1.0, forks=True)
     yield r
     r.close()
 
 
+def bot_speaks(call: SimCall, _bot: Bot_) -> bool:
+    return bool(call.heard())
+
+
 def test_caller_speech_over_the_bot_cuts_it(rig: Rig) -> None:
     utt = corpus.utterance("Wait, I have a question about my bill.", voice="espeak")
-    call, bot = rig.call()
+    call, bot = rig.call(bot_speaks, timeout=10)
     gevent.sleep(0.5)
     first_frame, _end = call.channel.media.say(utt.samples)
     onset = first_frame + utt.speech_start_s
@@ -201,7 +177,7 @@ def test_caller_speech_over_the_bot_cuts_it(rig: Rig) -> None:
 def test_line_noise_over_the_bot_does_not_cut_it(rig: Rig) -> None:
     rng = np.random.default_rng(7)
     noise = (rng.standard_normal(8000) * 600).astype(np.int16)  # 1 s of hiss, about -35 dBFS
-    call, bot = rig.call()
+    call, bot = rig.call(bot_speaks, timeout=10)
     call.channel.media.say(noise)
     gevent.sleep(1.5)
     assert bot.handle is not None and not bot.handle.interrupted

@@ -7,19 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import gevent
 import pytest
+from tts_rig import CallRig
 
 from callctl.call.session import CallSession
 from callctl.call.state import Trigger
-from callctl.config import Config, EslConfig, RouteConfig, RoutingConfig
-from callctl.esl.outbound import OutboundServer
 from callctl.media.audio import ForkConnected, ForkText, Inbox
 from callctl.media.forkserver import ForkServer
 from callctl.metrics import Metrics
 from callctl.playback import StreamPlayback
-from callctl.sim.switch import SimCall, Switch, SwitchConfig
+from callctl.sim.switch import SimCall
 from callctl.tts.espeak import EspeakSynthesizer
 from callctl.tts.speaker import Reply, Speaker
 
@@ -70,53 +70,28 @@ class StreamTalker:
         self.forks.unregister(self.call.uuid)
 
 
-class StreamRig:
-    def __init__(self, metrics: Metrics) -> None:
-        self.talkers: list[StreamTalker] = []
-        speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000)
-        self.forks = ForkServer(metrics, port=0)
-        self.forks.start()
-        host, port = self.forks.address
-        self.forks.public_url = f"ws://{host}:{port}"
-
-        def factory(call: CallSession) -> StreamTalker:
-            t = StreamTalker(call, self.forks, speaker)
-            self.talkers.append(t)
-            return t
-
-        cfg = Config(esl=EslConfig(command_timeout_s=2.0, linger_s=5),
-                     routes=(RouteConfig(did=DID, flow="front_desk"),),
-                     routing=RoutingConfig(unknown_action="reject"))
-        self.server = OutboundServer(cfg, metrics, conversation_factory=factory, port=0)
-        self.server.start()
-        self.sw = Switch(SwitchConfig(
-            esl_port=0, event_delay_s=0.002, speed=1.0,
-            dialplan={DID: f"socket 127.0.0.1:{self.server.port} async full"}))
-        self.sw.start()
-
-    def call(self) -> tuple[SimCall, StreamTalker]:
-        call = self.sw.place_call(DID, "+15557654321", "PCMU")
-        assert call.wait_answered(5)
-        with gevent.Timeout(5):
-            while not self.talkers or self.talkers[-1].handle is None:
-                gevent.sleep(0.01)
-        return call, self.talkers[-1]
-
-    def close(self) -> None:
-        self.sw.stop()
-        self.server.stop()
-        self.forks.stop()
+StreamRig: TypeAlias = CallRig[StreamTalker]
 
 
 @pytest.fixture
 def rig(metrics: Metrics) -> Iterator[StreamRig]:
-    r = StreamRig(metrics)
+    speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000)
+
+    def make(call: CallSession, rig: StreamRig) -> StreamTalker:
+        assert rig.forks is not None
+        return StreamTalker(call, rig.forks, speaker)
+
+    r = CallRig(metrics, DID, make, speed=1.0, event_delay_s=0.002, forks=True)
     yield r
     r.close()
 
 
+def ready(_call: SimCall, talker: StreamTalker) -> bool:
+    return talker.handle is not None
+
+
 def test_streamed_reply_is_heard_and_marks_come_back(rig: StreamRig, tmp_path: Path) -> None:
-    call, talker = rig.call()
+    call, talker = rig.call(ready)
     handle = talker.handle
     assert handle is not None
     assert handle.wait(20), ([p.state for p in handle.pieces], handle.errors, handle.cmd_sent)
@@ -132,7 +107,7 @@ def test_streamed_reply_is_heard_and_marks_come_back(rig: StreamRig, tmp_path: P
 
 
 def test_interrupt_kills_the_streamed_audio(rig: StreamRig) -> None:
-    call, talker = rig.call()
+    call, talker = rig.call(ready)
     handle = talker.handle
     assert handle is not None
     with gevent.Timeout(5):

@@ -7,20 +7,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import gevent
 import pytest
+from tts_rig import CallRig, wait_for
 
 from callctl.bargein import Bot, Decision, Observation, Signal, decide
 from callctl.call.session import CallSession
 from callctl.call.state import Trigger
 from callctl.call.timeline import Turn
-from callctl.config import Config, EslConfig, RouteConfig, RoutingConfig, TurnsConfig
+from callctl.config import TurnsConfig
 from callctl.esl.adapter import EslEvent
-from callctl.esl.outbound import OutboundServer
 from callctl.metrics import Metrics
 from callctl.playback import FilePlayback, PlaybackTransport
-from callctl.sim.switch import SimCall, Switch, SwitchConfig
 from callctl.tts.espeak import EspeakSynthesizer
 from callctl.tts.speaker import ChunkReady, Reply, ReplySynthesized, Speaker
 
@@ -45,6 +45,9 @@ class Sweeper:
 
     def stop_playback(self) -> None:
         self.control.stop_playback()
+
+    def toggle_pause(self) -> bool:
+        return self.control.toggle_pause()
 
 
 class Talker:
@@ -89,54 +92,27 @@ class Talker:
             self.handle.close()
 
 
-class Rig:
-    def __init__(self, tmp_path: Path, metrics: Metrics, text: str = REPLY) -> None:
-        self.pdir = tmp_path / "playback"
-        self.talkers: list[Talker] = []
-        self.sweep_first = False
-        speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000, metrics=metrics)
-
-        def factory(call: CallSession) -> Talker:
-            t = Talker(call, speaker, self.pdir, text)
-            t.sweep_first = self.sweep_first
-            self.talkers.append(t)
-            return t
-
-        cfg = Config(esl=EslConfig(command_timeout_s=2.0, linger_s=5),
-                     routes=(RouteConfig(did=DID, flow="front_desk"),),
-                     routing=RoutingConfig(unknown_action="reject"))
-        self.server = OutboundServer(cfg, metrics, conversation_factory=factory, port=0)
-        self.server.start()
-        self.sw = Switch(SwitchConfig(
-            esl_port=0, event_delay_s=0.002, speed=4.0,
-            dialplan={DID: f"socket 127.0.0.1:{self.server.port} async full"}))
-        self.sw.start()
-
-    def call(self) -> tuple[SimCall, Talker]:
-        call = self.sw.place_call(DID, "+15557654321", "PCMU")
-        assert call.wait_answered(5)
-        with gevent.Timeout(5):
-            while not self.talkers:
-                gevent.sleep(0.01)
-        return call, self.talkers[-1]
-
-    def close(self) -> None:
-        self.sw.stop()
-        self.server.stop()
+Rig: TypeAlias = CallRig[Talker]
 
 
 @pytest.fixture
-def rig(tmp_path: Path, metrics: Metrics) -> Iterator[Rig]:
-    r = Rig(tmp_path, metrics)
+def sweep_first() -> list[bool]:
+    """Set ``[True]`` before placing a call: that call's first file vanishes before it plays."""
+    return [False]
+
+
+@pytest.fixture
+def rig(tmp_path: Path, metrics: Metrics, sweep_first: list[bool]) -> Iterator[Rig]:
+    speaker = Speaker(EspeakSynthesizer(), 8000, deadline_ms=5000, metrics=metrics)
+
+    def make(call: CallSession, _rig: Rig) -> Talker:
+        t = Talker(call, speaker, tmp_path / "playback", REPLY)
+        t.sweep_first = sweep_first[0]
+        return t
+
+    r = CallRig(metrics, DID, make, speed=4.0, event_delay_s=0.002)
     yield r
     r.close()
-
-
-def wait_for(cond: object, timeout: float = 10.0) -> None:
-    assert callable(cond)
-    with gevent.Timeout(timeout):
-        while not cond():
-            gevent.sleep(0.01)
 
 
 def test_reply_is_heard_piece_by_piece(rig: Rig) -> None:
@@ -154,7 +130,7 @@ def test_reply_is_heard_piece_by_piece(rig: Rig) -> None:
     assert marks["dialog"] <= marks["tts_first_chunk"] <= marks["playback_cmd"] \
         <= marks["playback_started"]
     assert not talker.handle.interrupted and talker.handle.errors == []
-    assert list(rig.pdir.iterdir()) == []
+    assert list(talker.pdir.iterdir()) == []
     call.hangup()
     assert call.wait_hangup(5)
 
@@ -171,7 +147,7 @@ def test_dtmf_barges_in_and_the_caller_hears_the_cut(rig: Rig) -> None:
     assert talker.verdicts == [Decision.INTERRUPT]
     assert "playback_interrupted" in talker.turn.marks
     assert talker.reply is not None and talker.reply.cancelled
-    assert list(rig.pdir.iterdir()) == []
+    assert list(talker.pdir.iterdir()) == []
     call.hangup()
     assert call.wait_hangup(5)
 
@@ -195,17 +171,18 @@ def test_hangup_mid_sentence_leaves_nothing_behind(rig: Rig) -> None:
     wait_for(lambda: talker.ended, 5)
     assert talker.reply is not None and talker.reply.cancelled
     assert talker.reply.greenlet is not None and talker.reply.greenlet.dead
-    assert list(rig.pdir.iterdir()) == []
+    assert list(talker.pdir.iterdir()) == []
 
 
-def test_missing_file_at_the_switch_skips_one_sentence_only(rig: Rig) -> None:
-    rig.sweep_first = True
+def test_missing_file_at_the_switch_skips_one_sentence_only(rig: Rig,
+                                                            sweep_first: list[bool]) -> None:
+    sweep_first[0] = True
     call, talker = rig.call()
     wait_for(lambda: talker.handle is not None and talker.handle.done, 20)
     assert talker.handle is not None
     assert len(talker.handle.errors) == 1 and "FILE NOT FOUND" in talker.handle.errors[0]
     heard = call.heard()
     assert [h.source for h in heard] == [str(p.path) for p in talker.handle.pieces[1:]]
-    assert list(rig.pdir.iterdir()) == []
+    assert list(talker.pdir.iterdir()) == []
     call.hangup()
     assert call.wait_hangup(5)
