@@ -7,7 +7,7 @@ conversation the factory made is kept in ``convs``, in call order."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import gevent
 
@@ -27,6 +27,21 @@ def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> None:
     with gevent.Timeout(timeout):
         while not cond():
             gevent.sleep(0.01)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def end_fork_conversation(forks: ForkServer, call_uuid: str, handle: _Closable | None,
+                          reader: gevent.Greenlet[Any, Any] | None) -> None:
+    """``on_end`` of a conversation that listens on a fork: close its playback handle, stop
+    its fork reader greenlet, unregister the call from the ForkServer."""
+    if handle is not None:
+        handle.close()
+    if reader is not None:
+        reader.kill()
+    forks.unregister(call_uuid)
 
 
 class CallRig(Generic[C]):

@@ -13,7 +13,7 @@ from typing import TypeAlias
 import gevent
 import numpy as np
 import pytest
-from tts_rig import CallRig
+from tts_rig import CallRig, end_fork_conversation
 
 from callctl.bargein import Bot, Decision, Observation, Signal, decide
 from callctl.call.session import CallSession
@@ -116,11 +116,7 @@ class Bot_:
             self.handle.on_event(event.name, event.headers)
 
     def on_end(self, cause: str) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if self.reader is not None:
-            self.reader.kill()
-        self.forks.unregister(self.call.uuid)
+        end_fork_conversation(self.forks, self.call.uuid, self.handle, self.reader)
 
 
 Rig: TypeAlias = CallRig[Bot_]

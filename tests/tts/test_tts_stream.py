@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import gevent
 import pytest
-from tts_rig import CallRig
+from tts_rig import CallRig, end_fork_conversation
 
 from callctl.call.session import CallSession
 from callctl.call.state import Trigger
@@ -63,11 +63,7 @@ class StreamTalker:
         pass
 
     def on_end(self, cause: str) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if self.reader is not None:
-            self.reader.kill()
-        self.forks.unregister(self.call.uuid)
+        end_fork_conversation(self.forks, self.call.uuid, self.handle, self.reader)
 
 
 StreamRig: TypeAlias = CallRig[StreamTalker]
