@@ -196,8 +196,9 @@ class TurnsConfig:
         "File playback only; stream mode always cuts and repeats.",
     )
     bargein_confirm_ms: int = setting(
-        600, "Caller speech over a paused bot that confirms a barge-in without words "
-        "(when bargein_min_words is 0).", between(100, 5000)
+        800, "Voiced caller speech over a paused bot that confirms a barge-in without words "
+        "(when bargein_min_words is 0); backchannels (\"mhm\", \"okay\") last ~0.2-0.6 s, "
+        "so they only pause the bot.", between(100, 5000)
     )
     bargein_pause_max_ms: int = setting(
         2500, "Longest a pause waits for a decision before the bot carries on (or is cut "

@@ -603,18 +603,28 @@ class Conversation:
 
     def _timer(self, name: str) -> None:
         if name == BARGEIN_TIMER and self.onset is not None and self._talking():
-            speech_ms = int((time.monotonic() - self.onset) * 1000)
+            speech_ms = self._voiced_ms()
             if self._judge(self._obs(self._bot(), Signal.SPEECH, speech_ms,
                                      self.partial)) in (Decision.WAIT, Decision.PAUSE):
                 self.call.call_later(0.04, BARGEIN_TIMER)
         elif name == PAUSE_TIMER and self._bot() is Bot.PAUSED:
-            speech_ms = int((time.monotonic() - self.onset) * 1000) if self.onset else 0
-            self._judge(self._obs(Bot.PAUSED, Signal.PAUSE_TIMEOUT, speech_ms, self.partial))
+            self._judge(self._obs(Bot.PAUSED, Signal.PAUSE_TIMEOUT, self._voiced_ms(),
+                                  self.partial))
         elif name == FORK_TIMER:
             self._speak_opening("timeout")
         elif name == DIGIT_TIMER and self.digits:
             self.digits = ""
             self._respond(DialogNoInput(), None)
+
+    def _voiced_ms(self) -> int:
+        """How long the caller has spoken since the onset, up to the VAD's last voiced
+        window: the hang the VAD waits out before it calls the speech over is silence, not
+        speech (counting it would make every 0.4 s "mhm" look 0.6 s long)."""
+        if self.onset is None:
+            return 0
+        vad = self.vad
+        last = vad.last_voiced_end if vad is not None and vad.speaking else time.monotonic()
+        return int(max(0.0, last - self.onset) * 1000)
 
     def _interruptible(self) -> bool:
         return self.handle.interruptible if self.handle is not None else True

@@ -88,6 +88,12 @@ class Vad:
         self._quiet: collections.deque[float] = collections.deque(maxlen=FLOOR_BLOCKS)
         self._peak = 0.0
 
+    @property
+    def last_voiced_end(self) -> float:
+        """End of the last voiced window (the ``at`` clock): while ``speaking`` during the
+        hang, speech has really gone on only until here."""
+        return self._last_voiced_end
+
     @classmethod
     def from_config(cls, cfg: VadConfig, rate: int = 8000) -> Vad:
         """A VAD with the ``[vad]`` settings (one per call; the model is small)."""

@@ -102,3 +102,17 @@ def test_refinement_on_a_noisy_line_stays_within_its_bound() -> None:
     events = run(Vad(8000, refine_ms=96), u.samples)
     assert [type(e) for e in events][:2] == [SpeechStarted, SpeechEnded]
     assert events[1].at > events[0].at
+
+
+def test_last_voiced_end_stops_at_the_speech_while_the_hang_runs() -> None:
+    u = utterance("okay", tail_s=0.6)
+    vad = Vad(8000, hang_ms=120)
+    speaking: list[tuple[float, float]] = []
+    for i in range(0, len(u.samples), 160):
+        at = (i + 160) / 8000
+        vad.feed(u.samples[i:i + 160], at)
+        if vad.speaking:
+            speaking.append((at, vad.last_voiced_end))
+    at, last = speaking[-1]                    # the last frame before the speech ended
+    assert at - last >= 0.09                   # most of the hang is not counted as speech
+    assert last < u.speech_end_s + 0.15        # and the speech ends near the real end
