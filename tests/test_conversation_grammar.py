@@ -10,45 +10,19 @@ from typing import Any
 import gevent
 import pytest
 from conversation_rig import Rig, write_flow
+from flow_rig import ask, flow_table, flow_toml, goto_on, then_hang_up
 
 from callctl.asr.vosk import VoskRecognizer
 from callctl.conversation import Conversation
 from callctl.sim import callers
 
-YES_NO = """
-[flow]
-start = "ask"
-retries = 0
-on_fail = "lost"
-
-[nodes.ask]
-say = "Say yes or no."
-input = "intent"
-reprompt = "Yes or no?"
-
-[nodes.ask.intents.yes]
-phrases = ["네"]
-goto = "yes"
-
-[nodes.ask.intents.no]
-phrases = ["아니요"]
-goto = "no"
-
-[nodes.yes]
-say = "Yes noted."
-[[nodes.yes.actions]]
-type = "hangup"
-
-[nodes.no]
-say = "No noted."
-[[nodes.no.actions]]
-type = "hangup"
-
-[nodes.lost]
-say = "Not understood."
-[[nodes.lost.actions]]
-type = "hangup"
-"""
+YES_NO = flow_toml(flow_table("ask", {
+    "ask": ask("Say yes or no.", {"yes": goto_on(["네"], "yes"), "no": goto_on(["아니요"], "no")},
+               reprompt="Yes or no?"),
+    "yes": then_hang_up("Yes noted."),
+    "no": then_hang_up("No noted."),
+    "lost": then_hang_up("Not understood."),
+}, retries=0, on_fail="lost"))
 
 
 @pytest.mark.slow

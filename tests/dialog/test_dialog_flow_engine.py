@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from flow_rig import ask, flow_table, goto_on, load_flow_text, then_transfer, write_flow_file
 
 from callctl.dialog.base import (
     CallContext,
@@ -26,109 +27,49 @@ from callctl.dialog.base import (
     part_from_dict,
     part_to_dict,
 )
-from callctl.dialog.flows import FlowEngine, grammar, load_flow, static_prompts
+from callctl.dialog.flows import Flow, FlowEngine, grammar, load_flow, static_prompts
 
-FLOW = """
-[flow]
-start = "hello"
-retries = 1
-goodbye = "Goodbye from the flow."
-
-[nodes.hello]
-say = ["Hello {caller}.", "Welcome."]
-next = "menu"
-
-[nodes.menu]
-say = "Say sales, support, or your name."
-input = "intent"
-slot = "choice"
-reprompt = "Sales or support?"
-no_match = "I did not get that."
-no_input = "Are you there?"
-on_fail = "operator"
-
-[nodes.menu.intents.sales]
-phrases = ["sales", "buy something"]
-dtmf = "1"
-goto = "ask_code"
-
-[nodes.menu.intents.support]
-keywords = ["support", "help"]
-dtmf = "2"
-goto = "ask_name"
-
-[nodes.menu.intents.refund]
-regex = "refund(s|ed)?"
-goto = "sure"
-
-[nodes.menu.intents.quit]
-phrases = ["quit"]
-dtmf = "9"
-[[nodes.menu.intents.quit.actions]]
-type = "hangup"
-cause = "NORMAL_CLEARING"
-
-[nodes.ask_code]
-say = "Your four digit code?"
-input = "digits"
-slot = "code"
-min_digits = 4
-max_digits = 4
-confirm = "Code {code:digits}. Right?"
-next = "sure"
-
-[nodes.ask_name]
-say = "Your name?"
-input = "text"
-slot = "name"
-next = "sure"
-
-[nodes.sure]
-say = "Shall I connect you?"
-input = "yes_no"
-yes = "connect"
-no = "bye"
-
-[nodes.connect]
-say = "Connecting."
-[[nodes.connect.actions]]
-type = "set"
-name = "code"
-value = "{code}"
-[[nodes.connect.actions]]
-type = "event"
-name = "connected"
-data = { code = "{code}", who = "{caller}" }
-[[nodes.connect.actions]]
-type = "webhook"
-url = "http://127.0.0.1:9/hook"
-payload = { code = "{code}" }
-deadline_ms = 300
-[[nodes.connect.actions]]
-type = "transfer"
-dest = "sip:agent@10.0.0.5"
-
-[nodes.operator]
-say = "Let me get an operator."
-[[nodes.operator.actions]]
-type = "transfer"
-dest = "queue:operators"
-
-[nodes.bye]
-say = "Bye."
-"""
+FLOW = flow_table("hello", {
+    "hello": {"say": ["Hello {caller}.", "Welcome."], "next": "menu"},
+    "menu": ask("Say sales, support, or your name.", {
+        "sales": goto_on(["sales", "buy something"], "ask_code", dtmf="1"),
+        "support": {"keywords": ["support", "help"], "dtmf": "2", "goto": "ask_name"},
+        "refund": {"regex": "refund(s|ed)?", "goto": "sure"},
+        "quit": {"phrases": ["quit"], "dtmf": "9",
+                 "actions": [{"type": "hangup", "cause": "NORMAL_CLEARING"}]},
+    }, slot="choice", reprompt="Sales or support?", no_match="I did not get that.",
+        no_input="Are you there?", on_fail="operator"),
+    "ask_code": {"say": "Your four digit code?", "input": "digits", "slot": "code",
+                 "min_digits": 4, "max_digits": 4, "confirm": "Code {code:digits}. Right?",
+                 "next": "sure"},
+    "ask_name": {"say": "Your name?", "input": "text", "slot": "name", "next": "sure"},
+    "sure": {"say": "Shall I connect you?", "input": "yes_no", "yes": "connect", "no": "bye"},
+    "connect": then_transfer(
+        "Connecting.", "sip:agent@10.0.0.5",
+        {"type": "set", "name": "code", "value": "{code}"},
+        {"type": "event", "name": "connected", "data": {"code": "{code}", "who": "{caller}"}},
+        {"type": "webhook", "url": "http://127.0.0.1:9/hook", "payload": {"code": "{code}"},
+         "deadline_ms": 300}),
+    "operator": then_transfer("Let me get an operator.", "queue:operators"),
+    "bye": {"say": "Bye."},
+}, retries=1, goodbye="Goodbye from the flow.")
 
 
 @pytest.fixture
 def flow_path(tmp_path: Path) -> Path:
-    p = tmp_path / "test.toml"
-    p.write_text(FLOW)
-    return p
+    return write_flow_file(tmp_path / "test.toml", FLOW)
 
 
 @pytest.fixture
 def engine(flow_path: Path) -> FlowEngine:
     e = FlowEngine(load_flow(flow_path), CallContext("uuid-1", caller="+15550001111"))
+    e.open()
+    return e
+
+
+def opened(flow: Flow) -> FlowEngine:
+    """A FlowEngine on ``flow`` for call ``u``, started."""
+    e = FlowEngine(flow, CallContext("u"))
     e.open()
     return e
 
@@ -226,11 +167,10 @@ def test_digits_mixed_dtmf_and_speech(engine: FlowEngine) -> None:
 
 
 def test_digits_no_input_takes_enough_buffered_keys(tmp_path: Path) -> None:
-    p = tmp_path / "f.toml"
-    p.write_text('[flow]\nstart="a"\n[nodes.a]\nsay="Digits?"\ninput="digits"\nslot="d"\n'
-                 'min_digits=2\nmax_digits=6\nnext="b"\n[nodes.b]\nsay="Got {d}."\n')
-    e = FlowEngine(load_flow(p), CallContext("u"))
-    e.open()
+    flow = load_flow_text(tmp_path, '[flow]\nstart="a"\n[nodes.a]\nsay="Digits?"\n'
+                          'input="digits"\nslot="d"\nmin_digits=2\nmax_digits=6\nnext="b"\n'
+                          '[nodes.b]\nsay="Got {d}."\n')
+    e = opened(flow)
     e.respond(Dtmf("123"))
     r = e.respond(NoInput())                         # inter-digit timeout
     assert texts(r) == ["Got 123."] and r.actions == (Hangup(),) and r.done
@@ -283,11 +223,9 @@ def test_yes_no_both_ways_and_actions(engine: FlowEngine) -> None:
 
 
 def test_retries_exhausted_without_on_fail_says_goodbye(tmp_path: Path) -> None:
-    p = tmp_path / "f.toml"
-    p.write_text('[flow]\nstart="q"\nretries=0\n[nodes.q]\nsay="Yes or no?"\ninput="yes_no"\n'
-                 'yes="q2"\nno="q2"\n[nodes.q2]\nsay="Ok."\n')
-    e = FlowEngine(load_flow(p), CallContext("u"))
-    e.open()
+    flow = load_flow_text(tmp_path, '[flow]\nstart="q"\nretries=0\n[nodes.q]\nsay="Yes or no?"\n'
+                          'input="yes_no"\nyes="q2"\nno="q2"\n[nodes.q2]\nsay="Ok."\n')
+    e = opened(flow)
     r = e.respond(NoInput())
     assert texts(r) == ["Sorry, I could not help you this time. Goodbye."]
     assert r.actions == (Hangup("NORMAL_CLEARING"),) and e.listen is None
@@ -347,24 +285,19 @@ def test_reply_parts_round_trip_as_dicts(engine: FlowEngine) -> None:
 
 
 def test_flow_level_default_prompts(tmp_path: Path) -> None:
-    p = tmp_path / "f.toml"
-    p.write_text('[flow]\nstart="q"\nno_match="Pardon?"\nno_input="Hello?"\n'
-                 '[nodes.q]\nsay="Yes or no?"\ninput="yes_no"\nyes="q"\nno="q"\n')
-    flow = load_flow(p)
-    e = FlowEngine(flow, CallContext("u"))
-    e.open()
+    flow = load_flow_text(tmp_path, '[flow]\nstart="q"\nno_match="Pardon?"\nno_input="Hello?"\n'
+                          '[nodes.q]\nsay="Yes or no?"\ninput="yes_no"\nyes="q"\nno="q"\n')
+    e = opened(flow)
     assert texts(e.respond(Speech("purple"))) == ["Pardon?", "Yes or no?"]
     assert texts(e.respond(NoInput())) == ["Hello?", "Yes or no?"]
     assert {"Pardon?", "Hello?"} <= set(static_prompts(flow))
 
 
 def test_set_var_from_free_speech_is_one_line(tmp_path: Path) -> None:
-    p = tmp_path / "f.toml"
-    p.write_text('[flow]\nstart="a"\n[nodes.a]\nsay="Name?"\ninput="text"\nslot="n"\nnext="b"\n'
-                 '[nodes.b]\nsay="Ok."\n[[nodes.b.actions]]\ntype="set"\nname="who"\n'
-                 'value="{n}"\n[[nodes.b.actions]]\ntype="hangup"\n')
-    e = FlowEngine(load_flow(p), CallContext("u"))
-    e.open()
+    flow = load_flow_text(tmp_path, '[flow]\nstart="a"\n[nodes.a]\nsay="Name?"\ninput="text"\n'
+                          'slot="n"\nnext="b"\n[nodes.b]\nsay="Ok."\n[[nodes.b.actions]]\n'
+                          'type="set"\nname="who"\nvalue="{n}"\n[[nodes.b.actions]]\ntype="hangup"\n')
+    e = opened(flow)
     r = e.respond(Speech("Bob\nevent plain ALL\r\n"))
     assert r.actions[0] == SetVar("who", "Bob event plain ALL")
 
@@ -379,46 +312,17 @@ def test_speculative_reply_can_be_reused_when_final_agrees(engine: FlowEngine) -
     assert engine.node is not None and engine.node.id == "ask_name"
 
 
-GLOBAL = """
-[flow]
-start = "menu"
-
-[flow.intents.agent]
-phrases = ["agent", "operator"]
-dtmf = "0"
-goto = "agent"
-
-[nodes.menu]
-say = "Sales?"
-input = "intent"
-slot = "choice"
-[nodes.menu.intents.sales]
-phrases = ["sales"]
-dtmf = "1"
-goto = "pin"
-
-[nodes.pin]
-say = "PIN?"
-input = "digits"
-slot = "pin"
-max_digits = 4
-confirm = "PIN {pin:digits}?"
-next = "agent"
-
-[nodes.agent]
-say = "Agent."
-[[nodes.agent.actions]]
-type = "transfer"
-dest = "7000"
-"""
+GLOBAL = flow_table("menu", {
+    "menu": ask("Sales?", {"sales": goto_on(["sales"], "pin", dtmf="1")}, slot="choice"),
+    "pin": {"say": "PIN?", "input": "digits", "slot": "pin", "max_digits": 4,
+            "confirm": "PIN {pin:digits}?", "next": "agent"},
+    "agent": then_transfer("Agent.", "7000"),
+}, intents={"agent": goto_on(["agent", "operator"], "agent", dtmf="0")})
 
 
 def test_global_intents(tmp_path: Path) -> None:
-    p = tmp_path / "g.toml"
-    p.write_text(GLOBAL)
-    flow = load_flow(p)
-    e = FlowEngine(flow, CallContext("u"))
-    e.open()
+    flow = load_flow_text(tmp_path, GLOBAL, "g")
+    e = opened(flow)
     start = e.state()
     assert e.listen is not None and set(e.listen.grammar or ()) == {"sales", "agent", "operator"}
     r = e.respond(Dtmf("0"))                               # global DTMF at an intent node
