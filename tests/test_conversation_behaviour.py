@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conversation_rig import EXAMPLES, HttpRecorder, Rig, write_flow
+from flow_rig import ask, flow_table, flow_toml, goto_on, then_hang_up, then_transfer
 from prometheus_client import CollectorRegistry
 
 from callctl import config
@@ -24,54 +25,25 @@ from callctl.tts import EngineUnavailable
 GREETING = "Thank you for calling Acme. Would you like billing, technical support, or an agent?"
 REPROMPT = "Please say billing, technical support, or agent. You can also press 1, 2 or 0."
 
-PICKY = """
-[flow]
-start = "greeting"
-retries = 1
-on_fail = "agent"
+def picky(webhook_url: str, **settings: Any) -> str:
+    """Billing or agent; one retry, then the agent. Billing posts to ``webhook_url``."""
+    return flow_toml(flow_table("greeting", {
+        "greeting": ask("Say billing or agent.",
+                        {"billing": goto_on(["billing"], "billing"),
+                         "agent": goto_on(["agent"], "agent")},
+                        reprompt="Please say billing or agent.",
+                        no_match="Sorry, I didn't understand that.",
+                        no_input="Sorry, I didn't hear anything."),
+        "billing": then_hang_up("Noted.", {"type": "webhook", "url": webhook_url,
+                                           "payload": {"department": "billing"},
+                                           "deadline_ms": 1000}),
+        "agent": then_transfer("Connecting you to an agent.", "7000"),
+    }, retries=1, on_fail="agent", **settings))
 
-[nodes.greeting]
-say = "Say billing or agent."
-input = "intent"
-reprompt = "Please say billing or agent."
-no_match = "Sorry, I didn't understand that."
-no_input = "Sorry, I didn't hear anything."
 
-[nodes.greeting.intents.billing]
-phrases = ["billing"]
-goto = "billing"
-
-[nodes.greeting.intents.agent]
-phrases = ["agent"]
-goto = "agent"
-
-[nodes.billing]
-say = "Noted."
-[[nodes.billing.actions]]
-type = "webhook"
-url = "URL"
-payload = { department = "billing" }
-deadline_ms = 1000
-[[nodes.billing.actions]]
-type = "hangup"
-
-[nodes.agent]
-say = "Connecting you to an agent."
-[[nodes.agent.actions]]
-type = "transfer"
-dest = "7000"
-"""
-
-CHATTY = """
-[flow]
-start = "greeting"
-
-[nodes.greeting]
-say = "Hello {caller}. This is a long message that goes on for a while. It has a second \
-sentence about our opening hours. And a third one about the weather. Goodbye now."
-[[nodes.greeting.actions]]
-type = "hangup"
-"""
+CHATTY = flow_toml(flow_table("greeting", {"greeting": then_hang_up(
+    "Hello {caller}. This is a long message that goes on for a while. It has a second "
+    "sentence about our opening hours. And a third one about the weather. Goodbye now.")}))
 
 
 def rig_for(tmp_path: Path, redis_url: str, asr: Any, **kw: Any) -> Rig:
@@ -96,7 +68,7 @@ def test_silence_gets_the_no_input_reprompt(tmp_path: Path, redis_url: str,
 @pytest.mark.slow
 def test_nonsense_twice_reprompts_then_hands_over(tmp_path: Path, redis_url: str,
                                                   whisper_engine: Any) -> None:
-    flows = write_flow(tmp_path / "flows", "picky", PICKY.replace("URL", "http://127.0.0.1:9/"))
+    flows = write_flow(tmp_path / "flows", "picky", picky("http://127.0.0.1:9/"))
     rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
     try:
         call, _ = rig.call([
@@ -239,7 +211,7 @@ def test_hangup_mid_sentence_leaves_nothing_behind(tmp_path: Path, redis_url: st
 def test_slow_webhook_does_not_hold_up_the_call(tmp_path: Path, redis_url: str,
                                                 whisper_engine: Any) -> None:
     server = HttpRecorder(delay_s=4.0)
-    flows = write_flow(tmp_path / "flows", "picky", PICKY.replace("URL", server.url))
+    flows = write_flow(tmp_path / "flows", "picky", picky(server.url))
     rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
     try:
         call, _ = rig.call([callers.wait_for_bot(silence_s=0.4),
@@ -298,16 +270,8 @@ def test_missing_voice_is_a_clear_one_line_startup_error(tmp_path: Path) -> None
     assert len(lines) == 1 and "nope.onnx" in lines[0], proc.stderr
 
 
-RECORDED = """
-[flow]
-start = "greeting"
-
-[nodes.greeting]
-say = ["Welcome to Acme.", "This call may be recorded."]
-audio = ["welcome.wav", "broken.wav"]
-[[nodes.greeting.actions]]
-type = "hangup"
-"""
+RECORDED = flow_toml(flow_table("greeting", {"greeting": then_hang_up(
+    ["Welcome to Acme.", "This call may be recorded."], audio=["welcome.wav", "broken.wav"])}))
 
 
 @pytest.mark.slow
@@ -334,9 +298,8 @@ def test_prerecorded_prompt_is_played_from_its_file(tmp_path: Path, redis_url: s
 @pytest.mark.slow
 def test_a_flows_own_no_input_timeout_applies(tmp_path: Path, redis_url: str,
                                               whisper_engine: Any) -> None:
-    flow = PICKY.replace("URL", "http://127.0.0.1:9/").replace(
-        'on_fail = "agent"\n', 'on_fail = "agent"\nno_input_ms = 800\n')
-    flows = write_flow(tmp_path / "flows", "picky", flow)
+    flows = write_flow(tmp_path / "flows", "picky",
+                       picky("http://127.0.0.1:9/", no_input_ms=800))
     rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
     assert rig.cfg.turns.no_input_ms == 8000
     try:
