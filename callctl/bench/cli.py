@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from callctl.bench.report import ReportError, summary_text, validate
 
@@ -25,6 +27,26 @@ def _sweep(text: str) -> tuple[int, ...]:
     if not levels or levels[0] < 1:
         raise argparse.ArgumentTypeError("--sweep levels must be >= 1")
     return levels
+
+
+def _setting(text: str) -> tuple[str, str, Any]:
+    """``--set section.key=value``: the value is read as TOML (``150``, ``false``, ``"x"``;
+    a bare word is a string) and checked like the config file's."""
+    from callctl import config
+
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise argparse.ArgumentTypeError(f"--set wants section.key=value: {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    try:
+        config.from_mapping({section: {key: value}}, env={})
+    except config.ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return section, key, value
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -71,6 +93,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "turn: callers' speech is not in lockstep).")
     p.add_argument("--no-warmup", action="store_true",
                    help="Measure from cold recognizers (no unmeasured warm-up calls).")
+    p.add_argument("--set", type=_setting, action="append", default=[], dest="settings",
+                   metavar="SECTION.KEY=VALUE",
+                   help="Change a daemon setting for both pipelines (repeatable), e.g. "
+                        "--set turns.endpoint_silence_ms=150; recorded in the report's config.")
     p.add_argument("--serve-daemon", default=None, help=argparse.SUPPRESS)
 
 
@@ -83,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
     bc = runner.BenchConfig(calls=args.calls, turns=turns, asr=args.asr, tts=args.tts,
                             playback=args.playback, speed=args.speed, budget_ms=args.budget_ms,
                             baseline=not args.no_baseline, sweep=args.sweep,
-                            warmup=not args.no_warmup, spread_s=args.spread)
+                            warmup=not args.no_warmup, spread_s=args.spread,
+                            settings=tuple(args.settings))
     try:
         report, samples = runner.run_bench(bc)
         validate(report)

@@ -117,6 +117,7 @@ class BenchConfig:
     caller_voice: str = "piper"
     call_timeout_s: float = 300.0   # media seconds a phase may take beyond its scripts
     warmup: bool = True             # warm the recognizer pool before measuring
+    settings: tuple[tuple[str, str, Any], ...] = ()   # --set section.key=value, both daemons
 
 
 # ------------------------------------------------------------------------ scripts ---------
@@ -226,7 +227,8 @@ class DaemonProcess:
                                                                 *(2 * n for n in bc.sweep)),
                      # warm recognizers kept: as many as calls run at once (the engine
                      # creates the whole pool at start-up; each one costs memory)
-                     "pool_size": max(8, bc.calls, *bc.sweep)}
+                     "pool_size": max(8, bc.calls, *bc.sweep),
+                     "settings": [list(s) for s in bc.settings]}
         self.proc: Any = None
         self.esl_port = 0
         self.warmed = 0          # concurrency the daemon's recognizer pool has been warmed to
@@ -297,7 +299,8 @@ class DaemonProcess:
 
 
 def daemon_config(spec: dict[str, Any]) -> Any:
-    """The child daemon's Config: loopback ephemeral ports, the bench flow, a scratch dir."""
+    """The child daemon's Config: loopback ephemeral ports, the bench flow, a scratch dir,
+    then the run's ``--set`` changes (already checked by the CLI)."""
     from callctl import config as c
     from callctl.demo import demo_config
 
@@ -306,13 +309,17 @@ def daemon_config(spec: dict[str, Any]) -> Any:
     flows.mkdir(parents=True, exist_ok=True)
     (flows / "bench.toml").write_text(BENCH_FLOW)
     cfg = demo_config(c.Config(), work, spec["asr"], spec["tts"], None, spec["switch_port"])
-    return dataclasses.replace(
+    cfg = dataclasses.replace(
         cfg, routes=(c.RouteConfig(did=DID, flow="bench"),),
         dialog=dataclasses.replace(cfg.dialog, flows_dir=str(flows)),
         playback=dataclasses.replace(cfg.playback, mode=spec["playback"]),
         daemon=dataclasses.replace(cfg.daemon, max_calls=int(spec["max_calls"])),
         asr=dataclasses.replace(cfg.asr, pool_size=int(spec.get("pool_size", 8))),
         log=dataclasses.replace(cfg.log, level="error", format="json"))
+    changes: dict[str, dict[str, Any]] = {}
+    for section, key, value in spec.get("settings", []):
+        changes.setdefault(section, {})[key] = value
+    return c.replace(cfg, **changes) if changes else cfg
 
 
 def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | None = None
@@ -321,9 +328,9 @@ def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | N
     exit when stdin closes."""
     from callctl import log as log_mod
     from callctl.bench.baseline import BaselineVoice
-    from callctl.conversation import Voice
     from callctl.daemon import Daemon
     from callctl.metrics import Metrics
+    from callctl.voice import Voice
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -343,6 +350,11 @@ def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | N
     voice = RecordingVoice(cfg, metrics)
     daemon = Daemon(cfg, metrics, conversation_factory=voice, http=False)
     daemon.start()
+    # a daemon that has been up a while: its recognizers are primed (asr.prime runs in the
+    # background after READY and would otherwise take CPU from the measured calls)
+    primer = getattr(voice, "_primer", None)
+    if primer is not None:
+        primer.join(timeout=600)
     print(json.dumps({"ready": True, "esl_port": daemon.server.port, "pid": os.getpid()}),
           file=stdout, flush=True)
     pool = gevent.get_hub().threadpool
