@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,41 @@ def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callab
         fork_server.unregister(UUID)
 
 
+def open_fork(fork_client: Callable[..., Any], url: str, metadata: str = "{}") -> Any:
+    """A fork client connected to ``url`` that sent its metadata text frame (as
+    mod_audio_fork does first)."""
+    c = fork_client(url)
+    c.connect()
+    c.text(metadata)
+    return c
+
+
+@contextmanager
+def running_listener(fork_server: ForkServer, rec: Any, vad: Vad, events: list[Any],
+                     **kw: Any) -> Iterator[tuple[str, Listener, gevent.Greenlet[Any, Any]]]:
+    """A Listener for call UUID on a fresh fork registration, running in its own greenlet
+    and recording every event in ``events``; yields (fork url, listener, greenlet). On exit:
+    stopped, joined, unregistered (the recognizer is the caller's to release)."""
+    url, inbox = fork_server.register(UUID)
+    lst = Listener(inbox, rec, vad, EndpointPolicy(), events.append, lambda: Turn(0), **kw)
+    g = gevent.spawn(lst.run)
+    try:
+        yield url, lst, g
+    finally:
+        lst.stop()
+        g.join(timeout=3)
+        fork_server.unregister(UUID)
+
+
+def wait_committed(events: list[Any], timeout: float) -> list[TurnCommitted]:
+    """The TurnCommitted events once there is one (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while not any(isinstance(e, TurnCommitted) for e in events) \
+            and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    return [e for e in events if isinstance(e, TurnCommitted)]
+
+
 def send_utterances(client: Any, utts: list[Utterance], gap_s: float,
                     realtime: bool) -> list[float]:
     """Stream utterances; returns the wall-clock start of each one's audio."""
@@ -90,9 +126,7 @@ def test_realtime_two_turns_partials_finals_and_endpoints(
     h = harness()
     utts = [utterance("I'd like to talk to billing."),
             utterance("I need to book an appointment for next Tuesday.")]
-    c = fork_client(h.url)
-    c.connect()
-    c.text('{"callctl":"test"}')
+    c = open_fork(fork_client, h.url, '{"callctl":"test"}')
     starts = send_utterances(c, utts, gap_s=0.8, realtime=True)
     committed = h.wait_for(TurnCommitted, 2)
     c.close()
@@ -134,9 +168,7 @@ def test_fast_stream_turns_and_hub_never_blocked(
             gevent.sleep(0.01)
 
     t = gevent.spawn(ticker)
-    c = fork_client(h.url)
-    c.connect()
-    c.text("{}")
+    c = open_fork(fork_client, h.url)
     u = utterance("Can I speak to an agent?")
     c.stream(u.samples)  # as fast as the socket takes it
     turn = h.wait_for(TurnCommitted)[0]
@@ -151,9 +183,7 @@ def test_caller_resumes_before_commit(harness: Callable[..., Harness],
                                       fork_client: Callable) -> None:
     h = harness(EndpointPolicy(endpoint_silence_ms=1500, complete_silence_ms=1500,
                                trailing_silence_ms=1500))
-    c = fork_client(h.url)
-    c.connect()
-    c.text("{}")
+    c = open_fork(fork_client, h.url)
     a, b = utterance("My account number is", tail_s=0.1), utterance("four five six seven.")
     c.stream(a.samples)
     c.stream(np.zeros(int(0.5 * 8000), dtype=np.int16), realtime=True)
@@ -178,9 +208,7 @@ def test_caller_resumes_before_commit(harness: Callable[..., Harness],
 def test_fork_stops_mid_utterance(harness: Callable[..., Harness],
                                   fork_client: Callable) -> None:
     h = harness()
-    c = fork_client(h.url)
-    c.connect()
-    c.text("{}")
+    c = open_fork(fork_client, h.url)
     u = utterance("There is a charge on my bill that I don't recognize.")
     cut = int((u.speech_start_s + 0.6 * (u.speech_end_s - u.speech_start_s)) * 8000)
     c.stream(u.samples[:cut])
@@ -195,9 +223,7 @@ def test_fork_stops_mid_utterance(harness: Callable[..., Harness],
 def test_fork_that_never_sends_audio(harness: Callable[..., Harness],
                                      fork_client: Callable) -> None:
     h = harness(no_audio_timeout_s=0.3)
-    c = fork_client(h.url)
-    c.connect()
-    c.text("{}")
+    _c = open_fork(fork_client, h.url)        # held open, silent
     h.wait_for(ForkConnected)
     no_audio = h.wait_for(NoAudio, timeout=3)
     assert len(no_audio) == 1 and no_audio[0].seconds >= 0.3
@@ -206,9 +232,7 @@ def test_fork_that_never_sends_audio(harness: Callable[..., Harness],
 
 def test_no_input_after_arming(harness: Callable[..., Harness], fork_client: Callable) -> None:
     h = harness(EndpointPolicy(no_input_ms=500))
-    c = fork_client(h.url)
-    c.connect()
-    c.text("{}")
+    c = open_fork(fork_client, h.url)
     h.listener.arm_no_input()
     c.stream(np.zeros(8000, dtype=np.int16), realtime=True)  # 1 s of silence
     assert len(h.wait_for(NoInput)) == 1
@@ -237,27 +261,14 @@ def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
                                                      vosk_engine: VoskEngine) -> None:
     from callctl.turns import AsrFailed
 
-    url, inbox = fork_server.register(UUID)
     events: list[Any] = []
-    lst = Listener(inbox, HungRecognizer(), Vad(8000), EndpointPolicy(), events.append,
-                   lambda: Turn(0), decode_timeout_s=0.2)
-    g = gevent.spawn(lst.run)
-    try:
-        c = fork_client(url)
-        c.connect()
-        c.text("{}")
+    with running_listener(fork_server, HungRecognizer(), Vad(8000), events,
+                          decode_timeout_s=0.2) as (url, lst, g):
+        c = open_fork(fork_client, url)           # kept open while the turn is decided
         c.stream(utterance("Yes.").samples, realtime=True)
-        deadline = time.monotonic() + 5
-        while not any(isinstance(e, TurnCommitted) for e in events) \
-                and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-    finally:
-        lst.stop()
-        g.join(timeout=3)
-        fork_server.unregister(UUID)
+        committed = wait_committed(events, 5)
     assert sum(isinstance(e, AsrFailed) for e in events) == 1
     assert any(isinstance(e, SpeechStarted) for e in events)
-    committed = [e for e in events if isinstance(e, TurnCommitted)]
     assert len(committed) == 1 and committed[0].text == ""
     assert g.dead and g.exception is None  # the listener itself did not crash
     assert lst.release(vosk_engine) is False  # a failed recognizer is never pooled
@@ -265,26 +276,15 @@ def test_hung_recognizer_fails_only_asr_of_this_call(fork_server: ForkServer,
 
 def test_whisper_engine_behind_the_listener_hears_english(
         fork_server: ForkServer, fork_client: Callable, whisper_engine: Any) -> None:
-    url, inbox = fork_server.register(UUID)
     events: list[Any] = []
     rec = whisper_engine.acquire()
-    lst = Listener(inbox, rec, Vad(8000), EndpointPolicy(), events.append, lambda: Turn(0))
-    g = gevent.spawn(lst.run)
     try:
-        c = fork_client(url)
-        c.connect()
-        c.text("{}")
-        c.stream(utterance("I'd like to talk to billing.").samples)
-        deadline = time.monotonic() + 15
-        while not any(isinstance(e, TurnCommitted) for e in events) \
-                and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        with running_listener(fork_server, rec, Vad(8000), events) as (url, _, _):
+            c = open_fork(fork_client, url)
+            c.stream(utterance("I'd like to talk to billing.").samples)
+            committed = wait_committed(events, 15)
     finally:
-        lst.stop()
-        g.join(timeout=3)
         whisper_engine.release(rec)
-        fork_server.unregister(UUID)
-    committed = [e for e in events if isinstance(e, TurnCommitted)]
     assert len(committed) == 1
     assert "billing" in committed[0].text.lower()
     assert committed[0].turn.transcript == committed[0].text
@@ -299,26 +299,13 @@ def test_16k_pipeline(fork_server: ForkServer, fork_client: Callable,
 
     from callctl.asr.vosk import VoskRecognizer
 
-    url, inbox = fork_server.register(UUID)
     events: list[Any] = []
-    lst = Listener(inbox, VoskRecognizer(vosk_engine.model, 16000), Vad(16000),
-                   EndpointPolicy(), events.append, lambda: Turn(0))
-    g = gevent.spawn(lst.run)
-    try:
-        c = fork_client(url)
-        c.connect()
-        c.text("{}")
+    with running_listener(fork_server, VoskRecognizer(vosk_engine.model, 16000), Vad(16000),
+                          events) as (url, _, _):
         u = utterance("Can I speak to an agent?")
+        c = open_fork(fork_client, url)
         c.stream(soxr.resample(u.samples, 8000, 16000).astype(np.int16), frame_bytes=640)
-        deadline = time.monotonic() + 15
-        while not any(isinstance(e, TurnCommitted) for e in events) \
-                and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-    finally:
-        lst.stop()
-        g.join(timeout=3)
-        fork_server.unregister(UUID)
-    committed = [e for e in events if isinstance(e, TurnCommitted)]
+        committed = wait_committed(events, 15)
     assert len(committed) == 1 and committed[0].text
     assert any(isinstance(e, PartialTranscript) for e in events)
 
@@ -327,21 +314,15 @@ def test_rate_mismatch_is_a_clear_failure(fork_server: ForkServer, fork_client: 
                                           vosk_engine: VoskEngine) -> None:
     from callctl.turns import AsrFailed
 
-    url, inbox = fork_server.register(UUID)
     events: list[Any] = []
     rec = vosk_engine.acquire()
-    lst = Listener(inbox, rec, Vad(16000), EndpointPolicy(), events.append, lambda: Turn(0))
-    g = gevent.spawn(lst.run)
     try:
-        c = fork_client(url)
-        c.connect()
-        c.text("{}")
-        c.stream(np.zeros(1600, dtype=np.int16))
-        g.join(timeout=3)
+        with running_listener(fork_server, rec, Vad(16000), events) as (url, _, g):
+            c = open_fork(fork_client, url)
+            c.stream(np.zeros(1600, dtype=np.int16))
+            g.join(timeout=3)
     finally:
-        lst.stop()
         vosk_engine.release(rec)
-        fork_server.unregister(UUID)
     failed = [e for e in events if isinstance(e, AsrFailed)]
     assert len(failed) == 1 and "8000 Hz but VAD at 16000 Hz" in failed[0].error
 
@@ -349,9 +330,7 @@ def test_rate_mismatch_is_a_clear_failure(fork_server: ForkServer, fork_client: 
 def test_fork_reconnect_mid_utterance_commits_and_listens_on(
         harness: Callable[..., Harness], fork_client: Callable) -> None:
     h = harness()
-    a = fork_client(h.url)
-    a.connect()
-    a.text("{}")
+    a = open_fork(fork_client, h.url)
     u = utterance("There is a charge on my bill that I don't recognize.")
     a.stream(u.samples[:int((u.speech_start_s + 0.8) * 8000)])
     h.wait_for(SpeechStarted)
