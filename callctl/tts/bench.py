@@ -1,6 +1,6 @@
 """Measure TTS time to first chunk and real-time factor per engine on this machine.
 
-Usage: ``python -m callctl.tts.bench [--engines piper,espeak] [--rate 8000] [--repeat 5]``.
+Usage: ``python -m callctl.tts.bench [--engines piper,espeak,flite] [--rate 8000] [--repeat 5]``.
 Prints one JSON object: per engine, p50/p95 of time to first chunk (ms) for the first piece
 of each reply (what a caller waits for), and the real-time factor (synthesis seconds / audio
 seconds) over whole replies. The Piper voice is loaded (and warmed up) before timing.
@@ -76,7 +76,8 @@ def cache_hit_ms(synth: Synthesizer, rate: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--engines", default="piper,espeak")
+    p.add_argument("--engines", default="piper,espeak,flite",
+                   help="comma-separated: piper, espeak, flite")
     p.add_argument("--rate", type=int, default=8000, choices=(8000, 16000))
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args(argv)
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "espeak":
             from callctl.tts.espeak import EspeakSynthesizer
             synth = EspeakSynthesizer()
+        elif name == "flite":
+            from callctl.tts.flite import FliteSynthesizer
+            synth = FliteSynthesizer()
         else:
             print(f"unknown engine {name!r}", file=sys.stderr)
             return 2
