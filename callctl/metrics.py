@@ -62,7 +62,9 @@ class Metrics:
             "Caller speech onset over the bot to playback stopped.",
             ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.bargeins = Counter(
-            "callctl_bargeins_total", "Barge-ins by kind (speech, dtmf, false).",
+            "callctl_bargeins_total",
+            "Barge-ins by kind: speech, dtmf (the bot was cut), false (cut, then the sentence "
+            "said again), paused (pause-then-decide paused the bot), unpaused (it went on).",
             ["kind"], registry=r)
         self.answer_to_first_audio = Histogram(
             "callctl_answer_to_first_audio_seconds", "Call answered to first bot audio.",

@@ -173,12 +173,19 @@ def turn_latency() -> dict:
               unit="cps", stack=True),
         panel("timeseries", "Barge-ins by kind",
               [target(rate("callctl_bargeins_total", "", "kind"), "{{kind}}")], unit="ops",
-              desc="speech / dtmf are real interruptions; false = the bot stopped for noise "
-                   "or a backchannel."),
-        panel("timeseries", "False barge-in share",
+              desc="speech / dtmf are real interruptions; false = the bot was cut for noise "
+                   "or a backchannel and said the sentence again; paused / unpaused = "
+                   "pause-then-decide paused the bot / let it go on (file playback)."),
+        panel("timeseries", "False barge-in share and pauses that went on",
               [target('sum(rate(callctl_bargeins_total{kind="false"}[$__rate_interval])) / '
-                      "sum(rate(callctl_bargeins_total[$__rate_interval]))", "false / all")],
-              unit="percentunit"),
+                      'sum(rate(callctl_bargeins_total{kind=~"speech|dtmf|false"}'
+                      "[$__rate_interval]))", "false / cuts"),
+               target('sum(rate(callctl_bargeins_total{kind="unpaused"}[$__rate_interval])) / '
+                      'sum(rate(callctl_bargeins_total{kind="paused"}[$__rate_interval]))',
+                      "went on / paused")],
+              unit="percentunit",
+              desc="A high 'went on / paused' share means callers often say \"mhm\" over "
+                   "the bot: it hesitates, then continues."),
         panel("timeseries", "Barge-in latency and answer to first audio (p95)",
               [target(q(0.95, "callctl_bargein_latency_seconds", R), "barge-in p95"),
                target(q(0.95, "callctl_answer_to_first_audio_seconds", R),
@@ -252,11 +259,19 @@ def node_health() -> dict:
                       "[$__rate_interval])) / "
                       f"sum(rate(callctl_tts_cache_total{{{I}}}[$__rate_interval]))",
                       "hit ratio")], unit="percentunit"),
-        panel("timeseries", "Recognizers: created vs reused",
+        panel("timeseries", "Recognizers: created vs reused vs primed",
               [target(rate("callctl_asr_recognizers_created_total", I, "engine"),
                       "created {{engine}}"),
                target(rate("callctl_asr_recognizers_reused_total", I, "engine"),
-                      "reused {{engine}}")], unit="ops"),
+                      "reused {{engine}}"),
+               target(rate("callctl_asr_recognizers_primed_total", I, "engine"),
+                      "primed {{engine}}")], unit="ops"),
+        panel("timeseries", "ASR decode slot wait p95",
+              [target(q(0.95, "callctl_asr_decode_wait_seconds", I, "priority"),
+                      "{{priority}}")], unit="s",
+              thresholds=[(None, "green"), (0.1, "red")], threshold_line=True,
+              desc="Time recognizer work waited for one of asr.decode_threads slots. Urgent "
+                   "(a turn's end) waiting long = the node is CPU-bound: callers wait."),
         panel("timeseries", "Engine failures and protocol errors",
               [target(rate("callctl_engine_failures_total", I, "engine"), "{{engine}}"),
                target(rate("callctl_protocol_errors_total", I, "source, kind"),

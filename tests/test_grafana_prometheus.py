@@ -301,6 +301,11 @@ class SyntheticNode:
         m.engine_failures.labels(engine="piper").inc()
         m.recognizers_created.labels(engine="vosk").inc()
         m.recognizers_reused.labels(engine="vosk").inc(3)
+        m.recognizers_primed.labels(engine="vosk").inc()
+        for prio in ("urgent", "routine"):
+            m.decode_wait.labels(priority=prio).observe(rnd.uniform(0.0, 0.2))
+        for kind in ("paused", "unpaused"):
+            m.bargeins.labels(kind=kind).inc()
 
 
 @pytest.mark.slow
