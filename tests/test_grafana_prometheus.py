@@ -173,7 +173,7 @@ def _hist(metric: str, labels: str, fast_per_min: int, slow_per_min: int) -> lis
 
 def _node(inst: str, *, up: int = 1, ready: int = 1, esl: int = 1, store: int = 1,
           lost_per_min: int = 0, ok_calls: int = 2, failed_calls: int = 0, active: int = 1,
-          fast: int = 20, slow: int = 0) -> list[dict]:
+          fast: int = 20, slow: int = 0, decode_slow: int = 0) -> list[dict]:
     lab = f'job="callctl",instance="{inst}"'
     series = [
         {"series": f"up{{{lab}}}", "values": f"{up}x60"},
@@ -189,6 +189,14 @@ def _node(inst: str, *, up: int = 1, ready: int = 1, esl: int = 1, store: int = 
                                      f'cause="NORMAL_CLEARING"}}', "values": f"0+{n}x60"})
     if fast or slow:
         series += _hist("callctl_turn_latency_seconds", f'{lab},route="r1"', fast, slow)
+    # urgent decodes: 20 a minute, the fast ones waited <= 5 ms, the slow ones 0.25 s
+    dec = f'{lab},priority="urgent"'
+    for le, n in (("0.005", 20), ("0.01", 20), ("0.25", 20 + decode_slow),
+                  ("+Inf", 20 + decode_slow)):
+        series.append({"series": f'callctl_asr_decode_wait_seconds_bucket{{{dec},le="{le}"}}',
+                       "values": f"0+{n}x60"})
+    series.append({"series": f"callctl_asr_decode_wait_seconds_count{{{dec}}}",
+                   "values": f"0+{20 + decode_slow}x60"})
     return series
 
 
@@ -201,6 +209,7 @@ ALERT_CASES: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "CallctlStoreLosingWrites": ({"lost_per_min": 3}, {"job": "callctl"}),
     "CallctlNoCalls": ({"ok_calls": 0, "active": 0, "fast": 0}, {"job": "callctl"}),
     "CallctlNotReady": ({"ready": 0}, {"job": "callctl"}),
+    "CallctlAsrCpuBound": ({"decode_slow": 10}, {}),
 }
 
 
