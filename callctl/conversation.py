@@ -1,11 +1,9 @@
-"""The dialog loop of a call: fork → listener (VAD, ASR, endpointing) → dialog → TTS →
-playback, with barge-in; and ``Voice``, the process-wide engines every call shares.
+"""The dialog loop of one call: fork → listener (VAD, ASR, endpointing) → dialog → TTS →
+playback, with barge-in (``callctl.conversation_bargein``).
 
-How this works: the daemon builds one ``Voice`` (``make_factory``); ``Voice.start()`` binds the
-mod_audio_fork WebSocket server, opens the store, loads the recognizer model and pre-renders
-every static prompt of every flow, before the daemon says READY. For each answered call the
-``CallSession`` asks ``Voice`` for a ``Conversation`` (``Voice(call)``). The conversation's
-three hooks run in the call's own greenlet:
+How this works: ``Voice`` (``callctl.voice``, the engines every call shares) builds one
+``Conversation`` per answered call (``Voice(call)``). Its three hooks run in the call's own
+greenlet:
 
 - ``on_start``: store the call, open the dialog, start the fork (bidirectional when
   ``playback.mode = "stream"``) and the ``Listener`` (its events come back through the call's
@@ -13,31 +11,30 @@ three hooks run in the call's own greenlet:
 - ``on_event``: listener events (speech start/end, partial, speculative final, turn
   resumed/committed, no input, fork text frames such as stream-mode ``mark`` echoes), speaker
   posts (``ChunkReady``/``ReplySynthesized``), streamed dialog parts (``PartReady``/
-  ``PartsDone``), ``PlayedOut``, timers and ESL events (playback progress, DTMF).
+  ``PartsDone``, ``callctl.dialog.pump``), ``PlayedOut``, timers and ESL events (playback
+  progress, DTMF).
 - ``on_end``: cancel synthesis and dialog streams, stop playback and the listener, return the
   recognizer to the pool, close the fork, mark the call ended in the store. Runs once.
 
-Speaking: one reply = one ``_Utterance`` = one ``PlaybackHandle``. Its sentences (one per
+Speaking: one reply = one ``Utterance`` = one ``PlaybackHandle``. Its sentences (one per
 ``Prompt``) are synthesized one after another by the ``Speaker`` into that handle (sentence
 *n + 1* is synthesized while *n* plays); the handle is finished once the dialog said the reply
 is complete. A prompt with a prerecorded ``audio`` file is played from it (its text is
 synthesized instead when the file is unusable). Scripted flows answer instantly
-(``Proposal.reply()`` on the call's greenlet). The LLM streams: its ``Proposal.parts()``
-runs in a ``_Pump`` greenlet that posts each part (sentence, filler, action) to the call's
-inbox as it completes, so TTS starts on the first sentence while the model is still writing
-the rest.
+(``Proposal.reply()`` on the call's greenlet). The LLM streams: a ``Pump`` posts each part as
+it completes, so TTS starts on the first sentence while the model is still writing the rest.
+Webhook actions are posted on their own greenlet (``callctl.dialog.webhook``).
 
 Turns: the speculative final transcript is answered at once (flows: the reply is computed and
-its sentences rendered into the prompt cache; LLM: the request is sent and its parts are held
+its sentences synthesized ahead into memory; LLM: the request is sent and its parts are held
 back) while the endpoint timer runs; the committed turn then plays it (or drops it when the
-transcript changed). Caller speech over the bot is judged by ``callctl.bargein``: during
-speech (a timer re-asks every 40 ms after ``bargein_min_speech_ms``) and once more when the
-speech ended, with the recognizer's speculative final words (Whisper has no partials). A
-turn committed while the bot is still speaking was judged not to be a barge-in: a backchannel
-or noise is dropped, real words (too few to interrupt, or over a prompt that cannot be
-interrupted) are answered once the reply has played. After a false interruption the cut
-sentence and the rest of the reply are said again. A cut reply that ends the dialog
-(transfer, hangup) is carried out at once.
+transcript changed). A turn committed while the bot is still speaking was judged not to be a
+barge-in: a backchannel or noise is dropped, real words (too few to interrupt, or over a
+prompt that cannot be interrupted) are answered once the reply has played. A cut reply that
+ends the dialog (transfer, hangup) is carried out at once.
+
+Contract: a subclass may swap ``listener_class`` (same constructor) or override a step
+(``callctl.bench.baseline``); everything else only posts to the call's inbox.
 """
 
 from __future__ import annotations
@@ -45,26 +42,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import urllib.request
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
 import numpy as np
-from gevent.threadpool import ThreadPool
 
-from callctl.asr.base import Engine, FinalTranscript, PartialTranscript, Recognizer
-from callctl.asr.scheduler import DecodeScheduler
-from callctl.bargein import Bot, Decision, Observation, Signal, decide, words_of
+from callctl.asr.base import FinalTranscript, PartialTranscript, Recognizer
+from callctl.bargein import Bot, Signal, words_of
 from callctl.call.control import CallControlError
 from callctl.call.session import CallSession, TimerFired
 from callctl.call.state import CallState, Trigger
 from callctl.call.timeline import Turn
-from callctl.config import Config, TurnsConfig
-from callctl.dialog import Dialogs, LlmEngine
+from callctl.conversation_bargein import BARGEIN_TIMER, PAUSE_TIMER, BargeIn
+from callctl.dialog import LlmEngine
 from callctl.dialog.base import (
     Action,
     CallContext,
@@ -85,192 +78,28 @@ from callctl.dialog.base import (
 )
 from callctl.dialog.base import NoInput as DialogNoInput
 from callctl.dialog.base import NoMatch as DialogNoMatch
+from callctl.dialog.pump import PartReady, PartsDone, Pump
+from callctl.dialog.webhook import post_webhook
 from callctl.esl.adapter import EslEvent
 from callctl.log import get_logger
 from callctl.media.audio import ForkConnected, ForkText
-from callctl.media.forkserver import ForkServer
 from callctl.media.listener import AsrRecovered, Listener
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
-from callctl.metrics import Metrics
 from callctl.ownership import LEASE_LOST_CAUSE
 from callctl.playback import FilePlayback, PlaybackError, PlaybackHandle, StreamPlayback
 from callctl.resume import RESUMED_FIELDS, flow_node, resume_reply
-from callctl.store import SessionStore, open_store
 from callctl.store.base import CallRecord, TurnRecord
-from callctl.tts import build_speaker
 from callctl.tts.base import AudioChunk, TtsError, read_wav, resample
-from callctl.tts.speaker import ChunkReady, Prerender, ReplySynthesized, Speaker
+from callctl.tts.speaker import ChunkReady, Prerender, ReplySynthesized
 from callctl.tts.speaker import Reply as SpokenReply
-from callctl.turns import AsrFailed, EndpointPolicy, NoAudio, NoInput, TurnCommitted, TurnResumed
+from callctl.turns import AsrFailed, NoAudio, NoInput, TurnCommitted, TurnResumed
 
-BARGEIN_TIMER = "bargein"
-PAUSE_TIMER = "bargein_pause"   # the bound of a pause-then-decide pause
-#: Synthesized after start-up and decoded once by each pooled recognizer (``asr.prime``).
-PRIME_TEXT = ("Hello, I would like to check my account balance and talk to someone about "
-              "my last bill, please.")
-PRIME_TIMEOUT_S = 60.0
+if TYPE_CHECKING:
+    from callctl.voice import Voice
+
 DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
-VAD_WARM_MAX = 16     # VADs built at start-up (at most daemon.max_calls)
-WEBHOOK_THREADS = 4   # webhooks' own threads: a slow server never starves ASR/TTS
-PLAYBACK_STALE_S = 600  # start-up: reply files older than this were left by a crash
-
-
-class Voice:
-    """Engines shared by all calls of one daemon, and the ``ConversationFactory``."""
-
-    def __init__(self, cfg: Config, metrics: Metrics, config_path: str | None = None,
-                 flows_dir: str | Path | None = None, store: SessionStore | None = None,
-                 asr: Engine | None = None, speaker: Speaker | None = None) -> None:
-        self.cfg = cfg
-        self.metrics = metrics
-        self.log = get_logger(component="voice")
-        self.rate = cfg.media.sample_rate
-        self.forks = ForkServer.from_config(cfg.media, metrics)
-        self.dialogs = Dialogs(cfg, config_path=config_path, directory=flows_dir)
-        self.store = store if store is not None else open_store(cfg.store, metrics)
-        self.asr = asr
-        self.speaker = speaker if speaker is not None else build_speaker(
-            cfg.tts, self.rate, metrics)
-        self.policy = EndpointPolicy.from_config(cfg.turns)
-        self.playback_dir = Path(cfg.playback.dir)
-        self.loaded = False
-        self._vads: list[Vad] = []     # idle, reset VADs (at most daemon.max_calls)
-        self.webhooks = ThreadPool(WEBHOOK_THREADS)
-        self.vads_created = 0
-        self.vads_reused = 0
-        self._primer: gevent.Greenlet[Any, Any] | None = None
-        self.decoder = DecodeScheduler(cfg.asr.decode_threads, metrics)
-
-    def start(self) -> None:
-        """Bind the fork server, open the store, load models, pre-render prompts (blocking)."""
-        self.forks.start()
-        if self.cfg.media.listen_port == 0:        # tests and the demo: an ephemeral port
-            host, port = self.forks.address
-            self.forks.public_url = f"ws://{host}:{port}"
-        self.store.start()
-        swept = sweep_playback_dir(self.playback_dir)
-        if swept:
-            self.log.info("voice.playback_swept", files=swept, dir=str(self.playback_dir))
-        t0 = time.monotonic()
-        if self.asr is None:
-            from callctl.asr import build_engine
-
-            self.asr = build_engine(self.cfg.asr, self.metrics, self.rate)
-        prompts = [*self.dialogs.static_prompts(),
-                   *([self.cfg.dialog.resume_prompt] if self.cfg.dialog.resume_prompt else [])]
-        counts = self.speaker.prepare(prompts)
-        while len(self._vads) < min(self.cfg.daemon.max_calls, VAD_WARM_MAX):
-            self.vads_created += 1
-            self._vads.append(Vad.from_config(self.cfg.vad, self.rate))
-        self.loaded = True
-        if self.cfg.asr.prime and hasattr(self.asr, "prime"):
-            self._primer = gevent.spawn(self._prime_recognizers)
-        self.log.info("voice.ready", asr=type(self.asr).__name__, tts=self.cfg.tts.engine,
-                      prompts=len(prompts), rendered=counts, fork_port=self.forks.address[1],
-                      took_s=round(time.monotonic() - t0, 2))
-
-    def ready(self) -> bool:
-        return self.loaded
-
-    def _prime_recognizers(self) -> None:
-        """Background, after READY: synthesize ``PRIME_TEXT`` and let the engine decode it
-        through every pooled recognizer, one at a time (``VoskEngine.prime``), so no caller's
-        first turn pays a fresh recognizer's first-utterance cost. A failure costs latency,
-        never a call or the start-up."""
-        t0 = time.monotonic()
-        ahead = self.speaker.prerender(PRIME_TEXT)
-        try:
-            if not ahead.wait(PRIME_TIMEOUT_S) or not ahead.chunks:
-                self.log.warning("voice.prime_skipped", why="prime text not synthesized")
-                return
-            rate = getattr(self.asr, "sample_rate", self.rate)
-            pcm = b"".join(c.pcm if c.rate == rate else resample(c.samples, c.rate, rate)
-                           for c in ahead.chunks)
-            primed = self.asr.prime(pcm, scheduler=self.decoder)  # type: ignore[union-attr]
-        except Exception as e:
-            self.log.warning("voice.prime_failed", error=repr(e)[:200])
-            return
-        finally:
-            ahead.cancel()
-        self.metrics.recognizers_primed.labels(engine=self.cfg.asr.engine).inc(primed)
-        self.log.info("voice.recognizers_primed", recognizers=primed,
-                      took_s=round(time.monotonic() - t0, 2))
-
-    def acquire_vad(self) -> Vad:
-        """A reset VAD for one call: from the pool, else built in the hub's threadpool (the
-        Silero model takes ~100 ms to load: never on the hub). Give it back with
-        ``release_vad`` once nothing feeds it any more."""
-        if self._vads:
-            self.vads_reused += 1
-            return self._vads.pop()
-        self.vads_created += 1
-        vad: Vad = gevent.get_hub().threadpool.apply(Vad.from_config, (self.cfg.vad, self.rate))
-        return vad
-
-    def release_vad(self, vad: Vad) -> None:
-        """Reset ``vad`` and keep it for the next call (up to ``daemon.max_calls`` idle)."""
-        vad.reset()
-        if len(self._vads) < self.cfg.daemon.max_calls:
-            self._vads.append(vad)
-
-    def close(self) -> None:
-        if self._primer is not None:
-            self._primer.kill(block=True, timeout=1.0)
-        self.forks.stop()
-        self.store.close()
-        self.webhooks.kill()
-
-    def __call__(self, call: CallSession) -> Conversation:
-        if self.asr is None:
-            raise RuntimeError("Voice.start() was not called")
-        return Conversation(self, call)
-
-
-def sweep_playback_dir(root: Path, older_than_s: float = PLAYBACK_STALE_S) -> int:
-    """Delete reply files a crashed daemon left in ``playback.dir`` (a live call's files are
-    deleted when played): every ``.tmp-*`` (a write cut short) and every file older than
-    ``older_than_s``. Returns how many were deleted; never raises (a missing dir is fine)."""
-    cutoff = time.time() - older_than_s
-    n = 0
-    try:
-        paths = [p for p in root.rglob("*") if p.is_file()]
-    except OSError:
-        return 0
-    for path in paths:
-        try:
-            if path.name.startswith(".tmp-") or path.stat().st_mtime < cutoff:
-                path.unlink()
-                n += 1
-        except OSError:
-            pass
-    return n
-
-
-def make_factory(cfg: Config, metrics: Metrics, config_path: str | None = None) -> Voice:
-    """The daemon's hook (see ``callctl.daemon``)."""
-    return Voice(cfg, metrics, config_path=config_path)
-
-
-# -- inbox messages of the conversation's own helpers -----------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class PartReady:
-    """A ``_Pump`` got the next part of a streamed dialog reply."""
-
-    pump: _Pump
-    part: ReplyPart
-
-
-@dataclass(frozen=True, eq=False)
-class PartsDone:
-    """A ``_Pump``'s proposal has no more parts (``error``: it raised, which it should not)."""
-
-    must_deliver: ClassVar[bool] = True    # never dropped by a full call inbox
-    pump: _Pump
-    error: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,45 +110,8 @@ class PlayedOut:
     handle: PlaybackHandle
 
 
-class _Pump:
-    """Iterates one streamed ``Proposal.parts()`` on a helper greenlet, posting ``PartReady``
-    per part and one ``PartsDone`` at the end. A *speculative* pump (``live`` False) runs the
-    same way; the conversation holds its parts back until the turn commits with ``text``."""
-
-    def __init__(self, proposal: Proposal, post: Callable[[object], object], log: Any,
-                 turn: Turn | None, text: str | None = None, live: bool = True) -> None:
-        self.proposal = proposal
-        self.post = post
-        self.log = log
-        self.turn = turn
-        self.text = text
-        self.live = live
-        self.held: list[ReplyPart] = []
-        self.finished = False          # PartsDone was handled
-        self.committed = False
-        self.spoke = False             # a non-filler sentence was said
-        self.greenlet: gevent.Greenlet[Any, Any] = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        error = ""
-        try:
-            for part in self.proposal.parts():
-                if not self.post(PartReady(self, part)):
-                    self.log.warning("conversation.part_dropped", part=type(part).__name__)
-        except Exception as e:  # the LLM proposal falls back itself; this is a bug guard
-            error = repr(e)[:200]
-            self.log.exception("conversation.parts_failed")
-        self.post(PartsDone(self, error))
-
-    def stop(self) -> None:
-        """Stop reading the stream (idempotent); the proposal releases its connection."""
-        if not self.greenlet.dead and self.greenlet is not gevent.getcurrent():
-            self.greenlet.kill(block=True, timeout=1.0)
-        self.proposal.cancel()
-
-
 @dataclass(frozen=True)
-class _Line:
+class Line:
     """One sentence of a reply: synthesized from ``text``, or the prerecorded ``audio`` file
     (16-bit mono WAV; ``text`` is its transcript, spoken instead when the file is unusable)."""
 
@@ -328,19 +120,19 @@ class _Line:
 
 
 @dataclass(eq=False)
-class _Utterance:
+class Utterance:
     """One reply being spoken: its handle, its sentences in order, and synthesis progress."""
 
     handle: PlaybackHandle
     turn: Turn | None
-    pump: _Pump | None = None                            # the streamed reply it speaks
-    sentences: list[_Line] = field(default_factory=list)  # every sentence started
-    queue: deque[_Line] = field(default_factory=deque)    # sentences not yet started
+    pump: Pump | None = None                            # the streamed reply it speaks
+    sentences: list[Line] = field(default_factory=list)  # every sentence started
+    queue: deque[Line] = field(default_factory=deque)    # sentences not yet started
     current: SpokenReply | None = None                   # the sentence in synthesis
     piece_sentence: list[int] = field(default_factory=list)   # handle piece -> sentence
     complete: bool = False                               # no more sentences will come
 
-    def remaining(self) -> list[_Line]:
+    def remaining(self) -> list[Line]:
         """The cut sentence and everything after it (what to say after a false barge-in)."""
         cut = self.handle.cut_index
         if cut is None:
@@ -354,7 +146,7 @@ class _Utterance:
         return [*self.sentences[start:], *self.queue]
 
 
-class Conversation:
+class Conversation(BargeIn):
     """One call's dialog loop (module docstring). Every method runs in the call's greenlet."""
 
     #: The listener built for each call (a subclass may swap it, e.g. ``callctl.bench``'s
@@ -377,11 +169,11 @@ class Conversation:
         self.listener: Listener | None = None
         self.listener_g: gevent.Greenlet[Any, Any] | None = None
         self.handle: PlaybackHandle | None = None
-        self.utt: _Utterance | None = None
+        self.utt: Utterance | None = None
         self.cut: PlaybackHandle | None = None       # the handle the caller just cut
         self.played: PlaybackHandle | None = None    # the handle whose end was handled
-        self.pump: _Pump | None = None               # the live streamed reply
-        self.spec_pump: _Pump | None = None          # a speculative streamed reply
+        self.pump: Pump | None = None               # the live streamed reply
+        self.spec_pump: Pump | None = None          # a speculative streamed reply
         self.pending: list[Transfer | Hangup] = []   # terminal action once the reply played
         self.deferred: tuple[TurnInput, Turn | None] | None = None
         self.spec: tuple[str, Proposal, Reply] | None = None
@@ -547,181 +339,19 @@ class Conversation:
         self.turns += 1
         return Turn(self.turns)
 
-    def _bot(self) -> Bot:
-        h = self.handle
-        if h is not None and h.interrupted and self.cut is h:
-            return Bot.CUT
-        if h is None or h.done:
-            return Bot.SILENT
-        return Bot.PAUSED if h.paused else Bot.SPEAKING
-
-    def _talking(self) -> bool:
-        """The bot holds the floor: speaking, or paused while a barge-in is decided."""
-        return self._bot() in (Bot.SPEAKING, Bot.PAUSED)
-
-    def _obs(self, bot: Bot, signal: Signal, speech_ms: int = 0,
-             partial: str = "") -> Observation:
-        h = self.handle
-        return Observation(bot, signal, self._interruptible(), speech_ms, partial,
-                           pausable=h is not None and h.can_pause)
-
-    def _speech_started(self, ev: SpeechStarted) -> None:
-        self.onset = ev.at
-        self.partial = ""
-        self.judge_at_final = None
-        bot = self._bot()
-        if bot is Bot.SPEAKING:
-            # pause-then-decide: the first evidence of speech pauses the bot at once
-            if self._judge(self._obs(bot, Signal.SPEECH), ev.at) is Decision.PAUSE:
-                self.call.call_later(0.04, BARGEIN_TIMER)
-            else:
-                self.call.call_later(self.cfg.turns.bargein_min_speech_ms / 1000,
-                                     BARGEIN_TIMER)
-        elif bot is Bot.PAUSED:                   # speech again while still paused
-            self.call.call_later(0.04, BARGEIN_TIMER)
-
-    def _speech_ended(self, ev: SpeechEnded) -> None:
-        self.call.cancel_timer(BARGEIN_TIMER)
-        if self._bot() is not Bot.SILENT and self.onset is not None:
-            # judged once more with the recognizer's words (the speculative final follows)
-            self.judge_at_final = (int(getattr(ev, "speech_s", 0.0) * 1000), self.onset)
-        self.onset = None
-
     def _final(self, ev: FinalTranscript) -> None:
         self._judge_stopped(ev.text)
         if ev.speculative:
             self._speculate(ev.text)
 
-    def _judge_stopped(self, text: str) -> None:
-        """The caller's speech over the bot ended: judge it with the recognizer's words."""
-        if self.judge_at_final is None:
-            return
-        (speech_ms, onset), self.judge_at_final = self.judge_at_final, None
-        bot = self._bot()
-        if bot is not Bot.SILENT:
-            self._judge(self._obs(bot, Signal.SPEECH_STOPPED, speech_ms, text), onset)
-
     def _timer(self, name: str) -> None:
-        if name == BARGEIN_TIMER and self.onset is not None and self._talking():
-            speech_ms = self._voiced_ms()
-            if self._judge(self._obs(self._bot(), Signal.SPEECH, speech_ms,
-                                     self.partial)) in (Decision.WAIT, Decision.PAUSE):
-                self.call.call_later(0.04, BARGEIN_TIMER)
-        elif name == PAUSE_TIMER and self._bot() is Bot.PAUSED:
-            self._judge(self._obs(Bot.PAUSED, Signal.PAUSE_TIMEOUT, self._voiced_ms(),
-                                  self.partial))
+        if name in (BARGEIN_TIMER, PAUSE_TIMER):
+            self._bargein_timer(name)
         elif name == FORK_TIMER:
             self._speak_opening("timeout")
         elif name == DIGIT_TIMER and self.digits:
             self.digits = ""
             self._respond(DialogNoInput(), None)
-
-    def _voiced_ms(self) -> int:
-        """How long the caller has spoken since the onset, up to the VAD's last voiced
-        window: the hang the VAD waits out before it calls the speech over is silence, not
-        speech (counting it would make every 0.4 s "mhm" look 0.6 s long)."""
-        if self.onset is None:
-            return 0
-        vad = self.vad
-        last = vad.last_voiced_end if vad is not None and vad.speaking else time.monotonic()
-        return int(max(0.0, last - self.onset) * 1000)
-
-    def _interruptible(self) -> bool:
-        return self.handle.interruptible if self.handle is not None else True
-
-    def _judge(self, obs: Observation, onset: float | None = None) -> Decision:
-        verdict = decide(obs, self._turns_cfg())
-        if verdict.decision is Decision.PAUSE and self.handle is not None:
-            self._pause(verdict.why, onset if onset is not None else self.onset)
-        elif verdict.decision is Decision.UNPAUSE and self.handle is not None:
-            self._unpause(verdict.why)
-        elif verdict.decision is Decision.INTERRUPT and self.handle is not None:
-            paused_at = self.handle.paused_at     # the caller heard the bot stop then
-            self.call.cancel_timer(PAUSE_TIMER)
-            try:
-                cut = self.handle.interrupt()
-            except PlaybackError as e:         # the stop command failed; the reply is over
-                self.log.warning("conversation.stop_failed", error=str(e))
-                cut = True
-            if cut:
-                self.cut = self.handle
-                kind = "dtmf" if obs.signal is Signal.DTMF else "speech"
-                self.v.metrics.bargeins.labels(kind=kind).inc()
-                onset = onset if onset is not None else self.onset
-                if onset is not None and kind == "speech":
-                    stopped = paused_at if paused_at is not None else time.monotonic()
-                    self.v.metrics.bargein_latency.labels(route=self.call.route_label).observe(
-                        max(0.0, stopped - onset))
-                self.log.info("conversation.bargein", kind=kind, rule=verdict.rule,
-                              why=verdict.why, paused=paused_at is not None)
-                self._after_cut()
-        elif verdict.decision is Decision.RESUME:
-            self.v.metrics.bargeins.labels(kind="false").inc()
-            self.log.info("conversation.resume", why=verdict.why)
-            self._resume()
-        return verdict.decision
-
-    def _pause(self, why: str, onset: float | None) -> None:
-        """Pause the reply where it is (pause-then-decide); the pause is bounded by
-        ``turns.bargein_pause_max_ms`` (``PAUSE_TIMER``). A refused pause leaves the bot
-        speaking: the policy then decides as for a playback that cannot pause."""
-        h = self.handle
-        assert h is not None
-        try:
-            if not h.pause():
-                return
-        except PlaybackError as e:
-            self.log.warning("conversation.pause_failed", error=str(e))
-            return
-        self.call.call_later(self.cfg.turns.bargein_pause_max_ms / 1000, PAUSE_TIMER)
-        self.v.metrics.bargeins.labels(kind="paused").inc()
-        self.log.info("conversation.paused", why=why,
-                      after_ms=None if onset is None or h.paused_at is None
-                      else round((h.paused_at - onset) * 1000))
-
-    def _unpause(self, why: str) -> None:
-        """The caller did not take the floor: the paused reply continues where it stopped."""
-        h = self.handle
-        assert h is not None
-        self.call.cancel_timer(PAUSE_TIMER)
-        self.call.cancel_timer(BARGEIN_TIMER)
-        held = time.monotonic() - h.paused_at if h.paused_at is not None else 0.0
-        try:
-            h.unpause()
-        except PlaybackError as e:             # cannot continue it: stop it, never hang
-            self.log.warning("conversation.unpause_failed", error=str(e))
-            try:
-                h.interrupt()
-            except PlaybackError:
-                pass
-            self._check_played(force=True)
-            return
-        self.v.metrics.bargeins.labels(kind="unpaused").inc()
-        self.log.info("conversation.unpaused", why=why, paused_ms=round(held * 1000))
-
-    def _after_cut(self) -> None:
-        """A cut reply that ends the dialog (transfer, hangup) is carried out at once: the
-        caller has nothing left to say to this dialog, and must not wait in silence."""
-        h = self.handle
-        over = self.dialog is not None and self.dialog.listen is None
-        if h is not None and self.cut is h and self.pump is None and (self.pending or over):
-            self.played = h
-            self._reply_played()
-
-    def _resume(self) -> None:
-        """Say the cut sentence and the rest of the reply again (a false interruption)."""
-        old = self.utt
-        self.cut = None
-        if old is None or old.handle is not self.handle:
-            return
-        again = old.remaining()
-        if not again and not (self.pump is not None and not old.complete):
-            self._check_played(force=True)
-            return
-        utt = self._open_utterance(old.turn, old.handle.interruptible, old.pump)
-        utt.queue.extend(again)
-        utt.complete = old.complete
-        self._next_sentence()
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -734,7 +364,7 @@ class Conversation:
             return
         proposal = self.dialog.propose(Speech(text, final=False))
         if self.streaming:
-            self.spec_pump = _Pump(proposal, self.call.inbox.put_control, self.log, None,
+            self.spec_pump = Pump(proposal, self.call.inbox.put_control, self.log, None,
                                    text=text, live=False)
             return
         reply = proposal.reply()
@@ -811,22 +441,6 @@ class Conversation:
         else:
             self._respond(Speech(ev.text, final=True), turn)
 
-    def _turns_cfg(self) -> TurnsConfig:
-        """``turns`` for the barge-in policy, without the backchannels the dialog expects as
-        an answer now ("yes", "okay" at a yes/no question are words, not acknowledgements)."""
-        listen = self.dialog.listen if self.dialog is not None else None
-        expected = {w for p in (listen.grammar or ()) for w in words_of(p)} if listen else set()
-        cfg = self.cfg.turns
-        if not expected:
-            return cfg
-        keep = [b for b in cfg.backchannels if not set(words_of(b)) & expected]
-        return cfg if len(keep) == len(cfg.backchannels) else \
-            dataclasses.replace(cfg, backchannels=keep)
-
-    def _real_words(self, text: str) -> list[str]:
-        bc = {w for p in self._turns_cfg().backchannels for w in words_of(p)}
-        return [w for w in words_of(text) if w not in bc]
-
     def _end_previous_reply(self) -> None:
         """A new reply starts: the live LLM stream of the last one is cut and committed
         (the history keeps what was produced), the cut bot yields the floor for good."""
@@ -846,13 +460,13 @@ class Conversation:
         proposal = self.dialog.propose(inp)
         self._go(Trigger.THINK)
         if self.streaming:
-            self._go_live(_Pump(proposal, self.call.inbox.put_control, self.log, turn), turn)
+            self._go_live(Pump(proposal, self.call.inbox.put_control, self.log, turn), turn)
             return
         reply = proposal.reply()
         proposal.commit()
         self._after_dialog(reply, turn)
 
-    def _go_live(self, pump: _Pump, turn: Turn | None) -> None:
+    def _go_live(self, pump: Pump, turn: Turn | None) -> None:
         """Make ``pump`` the reply of ``turn``: replay what it held back, speak the rest as
         it comes."""
         pump.live, pump.turn = True, turn
@@ -872,7 +486,7 @@ class Conversation:
         elif pump is self.pump:
             self._part(pump, ev.part)
 
-    def _part(self, pump: _Pump, part: ReplyPart) -> None:
+    def _part(self, pump: Pump, part: ReplyPart) -> None:
         if isinstance(part, Prompt):
             if part.filler and pump.spoke:
                 return
@@ -882,7 +496,7 @@ class Conversation:
                 self._open_utterance(pump.turn, interruptible=True, pump=pump)
             if pump.turn is not None and not part.filler:
                 pump.turn.reply = f"{pump.turn.reply} {part.text}".strip()
-            self._say_more(_Line(part.text, part.audio))
+            self._say_more(Line(part.text, part.audio))
         else:
             self._action(part)
 
@@ -892,7 +506,7 @@ class Conversation:
         if pump is self.pump:
             self._finish_pump(pump)
 
-    def _finish_pump(self, pump: _Pump) -> None:
+    def _finish_pump(self, pump: Pump) -> None:
         self.pump = None
         self._commit_pump(pump)
         self._save_dialog()
@@ -903,7 +517,7 @@ class Conversation:
         else:
             self._reply_played()
 
-    def _commit_pump(self, pump: _Pump) -> None:
+    def _commit_pump(self, pump: Pump) -> None:
         if pump.committed:
             return
         pump.committed = True
@@ -927,7 +541,7 @@ class Conversation:
         for action in reply.actions:
             self._action(action)
         self._save_dialog()
-        lines = [_Line(p.text, p.audio) for p in reply.prompts if p.text.strip() or p.audio]
+        lines = [Line(p.text, p.audio) for p in reply.prompts if p.text.strip() or p.audio]
         if not lines:
             self._reply_played()
             return
@@ -946,7 +560,7 @@ class Conversation:
             self.log.info("conversation.event", name=action.name)
             self.v.store.dialog_event(self.record, action.name, action.data)
         elif isinstance(action, Webhook):          # fire-and-forget, bounded by its deadline
-            gevent.spawn(_post_webhook, action, self.call.uuid, self.log, self.v.webhooks)
+            gevent.spawn(post_webhook, action, self.call.uuid, self.log, self.v.webhooks)
         elif isinstance(action, Transfer | Hangup):
             self.pending.append(action)
 
@@ -971,7 +585,7 @@ class Conversation:
     # -- speaking ---------------------------------------------------------------------------
 
     def _open_utterance(self, turn: Turn | None, interruptible: bool,
-                        pump: _Pump | None = None) -> _Utterance:
+                        pump: Pump | None = None) -> Utterance:
         """A new reply with its own playback handle; whatever still plays is stopped."""
         old = self.utt
         if old is not None and old.current is not None:
@@ -993,7 +607,7 @@ class Conversation:
                                   metrics=v.metrics, interruptible=interruptible,
                                   call_uuid=call.uuid)
         self.handle = handle
-        self.utt = _Utterance(handle, turn, pump)
+        self.utt = Utterance(handle, turn, pump)
         self.cut = None
         self.onset = None
         if self.listener is not None:
@@ -1003,7 +617,7 @@ class Conversation:
         self._go(Trigger.SPEAK)
         return self.utt
 
-    def _say_more(self, line: _Line) -> None:
+    def _say_more(self, line: Line) -> None:
         utt = self.utt
         assert utt is not None
         utt.queue.append(line)
@@ -1027,7 +641,7 @@ class Conversation:
             line = utt.queue.popleft()         # a prerecorded prompt: straight to playback
             utt.sentences.append(line)
             if not self._play_file(utt, line):
-                utt.queue.appendleft(_Line(line.text))
+                utt.queue.appendleft(Line(line.text))
                 utt.sentences.pop()
                 break
         if utt.handle.done:
@@ -1042,7 +656,7 @@ class Conversation:
             utt.handle.finish()
             self._check_played()
 
-    def _play_file(self, utt: _Utterance, line: _Line) -> bool:
+    def _play_file(self, utt: Utterance, line: Line) -> bool:
         """Queue a prerecorded prompt; False (logged) when it cannot be played."""
         assert line.audio is not None
         try:
@@ -1216,25 +830,3 @@ class Conversation:
 
     def _with(self, **changes: Any) -> CallRecord:
         return dataclasses.replace(self.record, updated_at=time.time(), **changes)
-
-
-def _post_webhook(hook: Webhook, call_uuid: str, log: Any, pool: ThreadPool) -> None:
-    """POST the webhook's payload as JSON; give up after its deadline. Never raises. The HTTP
-    exchange runs in ``pool`` (the webhooks' own threads, not the hub's threadpool that ASR
-    and TTS need), so a slow or dead server costs this greenlet only (whether or not the
-    process is monkey-patched)."""
-    body = json.dumps({"call_uuid": call_uuid, **hook.payload}).encode()
-    req = urllib.request.Request(hook.url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    deadline = hook.deadline_ms / 1000
-
-    def post() -> int:
-        with urllib.request.urlopen(req, timeout=deadline) as resp:
-            resp.read(4096)
-            return int(resp.status)
-
-    try:
-        status = pool.spawn(post).get(timeout=deadline)
-        log.info("conversation.webhook", status=status)
-    except (Exception, gevent.Timeout) as e:
-        log.warning("conversation.webhook_failed", error=repr(e)[:200])

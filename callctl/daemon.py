@@ -124,7 +124,7 @@ class Daemon:
         self.log = get_logger(component="daemon")
         self.commands: gevent.queue.Queue[str] = gevent.queue.Queue(16)
         self.server = OutboundServer(cfg, metrics, conversation_factory=conversation_factory)
-        # A factory with a lifecycle (``callctl.conversation.Voice``): started before READY.
+        # A factory with a lifecycle (``callctl.voice.Voice``): started before READY.
         self.voice: Any = conversation_factory if hasattr(conversation_factory, "start") \
             else None
         self.registry = self.server.registry
@@ -379,9 +379,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _conversation_factory(cfg: Config, metrics: Metrics,
                           config_path: str | None = None) -> ConversationFactory | None:
-    """The dialog loop, if installed: ``callctl.conversation.make_factory(cfg, metrics, …)``."""
+    """The dialog loop, if installed: ``callctl.voice.make_factory(cfg, metrics, …)``."""
     try:
-        mod = importlib.import_module("callctl.conversation")
+        mod = importlib.import_module("callctl.voice")
     except ImportError:
         return None
     make = getattr(mod, "make_factory", None)

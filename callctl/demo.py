@@ -6,7 +6,7 @@ timeline), what the caller heard, and how every call ended; then a one-screen su
 turn-latency percentiles measured from the caller's side. Exit status 0 when every call
 reached the end its script expects.
 
-The daemon is the real one (``callctl.daemon.Daemon`` with ``callctl.conversation.Voice``),
+The daemon is the real one (``callctl.daemon.Daemon`` with ``callctl.voice.Voice``),
 on ephemeral loopback ports, with the example flows. State goes to Redis when a URL is
 configured (``--redis-url`` or ``CALLCTL_STORE_REDIS_URL``), otherwise to the in-memory store.
 Recognition uses Whisper tiny.en by default because the only Vosk model on this kind of
@@ -157,8 +157,8 @@ class Printer:
 
 
 def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from callctl.conversation import Voice
     from callctl.daemon import Daemon
+    from callctl.voice import Voice
 
     base = config_mod.load(args.config) if args.config else config_mod.Config()
     log_mod.setup(dataclasses.replace(base.log, level="info" if args.verbose else "error",

@@ -18,12 +18,12 @@ import gevent
 from prometheus_client import CollectorRegistry
 
 from callctl import config
-from callctl.conversation import Voice
 from callctl.daemon import Daemon
 from callctl.metrics import Metrics
 from callctl.sim import callers
 from callctl.sim.switch import SimCall, Switch, SwitchConfig
 from callctl.store import open_store
+from callctl.voice import Voice
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "callctl" / "examples"
 DID = "+15551230000"

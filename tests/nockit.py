@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry
 from testkit import REPO, free_port
 
 from callctl import config
-from callctl.conversation import Voice
 from callctl.daemon import Daemon
 from callctl.metrics import Metrics
 from callctl.sim import callers
 from callctl.sim.switch import SimCall, Switch, SwitchConfig
 from callctl.store import SessionStore, open_store
+from callctl.voice import Voice
 
 EXAMPLES = REPO / "callctl" / "examples"
 DID = "+15551230000"

@@ -20,11 +20,11 @@ from prometheus_client import CollectorRegistry
 from testkit import REPO, free_port
 
 from callctl import config
-from callctl.conversation import Voice
 from callctl.daemon import Daemon
 from callctl.metrics import Metrics
 from callctl.sim.switch import SimCall, Switch
 from callctl.store import open_store
+from callctl.voice import Voice
 
 DID = "+15551230000"
 

@@ -17,10 +17,10 @@ from flow_rig import ask, flow_table, flow_toml, goto_on, then_hang_up, then_tra
 from prometheus_client import CollectorRegistry
 
 from callctl import config
-from callctl.conversation import Voice
 from callctl.metrics import Metrics
 from callctl.sim import callers
 from callctl.tts import EngineUnavailable
+from callctl.voice import Voice
 
 GREETING = "Thank you for calling Acme. Would you like billing, technical support, or an agent?"
 REPROMPT = "Please say billing, technical support, or agent. You can also press 1, 2 or 0."

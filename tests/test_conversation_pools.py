@@ -16,18 +16,13 @@ from gevent.threadpool import ThreadPool
 from prometheus_client import CollectorRegistry
 
 from callctl import config
-from callctl.conversation import (
-    PLAYBACK_STALE_S,
-    WEBHOOK_THREADS,
-    Voice,
-    _post_webhook,
-    sweep_playback_dir,
-)
 from callctl.daemon import size_threadpool
 from callctl.dialog.base import Webhook
+from callctl.dialog.webhook import WEBHOOK_THREADS, post_webhook
 from callctl.log import get_logger
 from callctl.metrics import Metrics
 from callctl.sim import callers
+from callctl.voice import PLAYBACK_STALE_S, Voice, sweep_playback_dir
 
 
 def test_vad_pool_reuses_one_vad_across_two_calls(tmp_path: Path, redis_url: str,
@@ -79,7 +74,7 @@ def test_slow_webhooks_leave_the_hub_threadpool_to_asr() -> None:
     try:
         size_threadpool(1)                        # one hub thread: a webhook in it would block
         assert hub_pool.maxsize == 1
-        posts = [gevent.spawn(_post_webhook, Webhook(server.url, {"n": n}, 4000), "u", log,
+        posts = [gevent.spawn(post_webhook, Webhook(server.url, {"n": n}, 4000), "u", log,
                               pool) for n in range(WEBHOOK_THREADS + 2)]
         with gevent.Timeout(5):                   # (the server runs in a real thread)
             while not server.got.is_set():

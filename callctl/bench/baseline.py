@@ -10,7 +10,7 @@ What a typical cloud voice bot does with each caller turn, one step after the ot
 5. synthesize the WHOLE reply (no prompt cache, no sentence streaming),
 6. then play it.
 
-How this works: ``BaselineVoice`` is a ``callctl.conversation.Voice`` (same fork server,
+How this works: ``BaselineVoice`` is a ``callctl.voice.Voice`` (same fork server,
 store, recognizer model, dialog flows, playback and barge-in machinery, run by the same
 ``callctl.daemon.Daemon``) whose conversations differ only in the pipeline:
 ``BatchListener`` (the real ``Listener`` — same VAD, same audio-clock silence — but it only
@@ -30,7 +30,7 @@ from callctl.asr.scheduler import Priority
 from callctl.call.session import CallSession
 from callctl.call.timeline import Turn
 from callctl.config import Config
-from callctl.conversation import Conversation, Voice
+from callctl.conversation import Conversation
 from callctl.media.listener import Listener
 from callctl.media.vad import SpeechEnded
 from callctl.metrics import Metrics
@@ -38,6 +38,7 @@ from callctl.tts import build
 from callctl.tts.base import AudioChunk
 from callctl.tts.speaker import Reply, Speaker
 from callctl.turns import EndpointPolicy
+from callctl.voice import Voice
 
 ENDPOINT_MS = 700            # fixed end-of-speech timeout of the cloud-style pipeline
 SYNTH_DEADLINE_MS = 20000    # the whole reply at once takes long; do not cut it short
