@@ -125,7 +125,7 @@ class Utterance:
 
     handle: PlaybackHandle
     turn: Turn | None
-    pump: Pump | None = None                            # the streamed reply it speaks
+    pump: Pump | None = None                             # the streamed reply it speaks
     sentences: list[Line] = field(default_factory=list)  # every sentence started
     queue: deque[Line] = field(default_factory=deque)    # sentences not yet started
     current: SpokenReply | None = None                   # the sentence in synthesis
