@@ -166,6 +166,7 @@ def test_a_turns_end_decodes_take_urgent_slots(tmp_path: Path, redis_url: str,
     finally:
         rig.close()
     count = "callctl_asr_decode_wait_seconds_count"
-    assert rig.sample(count, {"priority": "urgent"}) >= 2      # speech-end decode + final
+    # the final always; the decode just before the speech end too when frames were left
+    assert rig.sample(count, {"priority": "urgent"}) >= 1
     assert rig.sample(count, {"priority": "routine"}) >= 1
     assert rig.voice.decoder.busy == 0 and not rig.voice.decoder._waiting

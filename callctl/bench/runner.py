@@ -4,7 +4,7 @@ baseline; optionally a concurrency sweep.
 
 How this works: this process runs the emulated FreeSWITCH (``callctl.sim``) and the callers.
 Each pipeline's daemon runs in its own child process (``python -m callctl bench
---serve-daemon SPEC``: ``callctl.daemon.Daemon`` with ``callctl.conversation.Voice``, or with
+--serve-daemon SPEC``: ``callctl.daemon.Daemon`` with ``callctl.voice.Voice``, or with
 ``callctl.bench.baseline.BaselineVoice``), so the CPU seconds and peak memory in the report
 are the daemon's own (read from ``/proc/<pid>``), and the emulator's share is reported apart.
 The child talks JSON lines: it prints ``{"ready": …, "esl_port": …}`` once loaded, then
