@@ -130,7 +130,11 @@ class VadConfig:
     threshold: float = setting(0.5, "Silero speech probability threshold.", between(0.05, 0.95))
     onset_ms: int = setting(60, "Speech needed before speech-start fires.", between(20, 2000))
     hang_ms: int = setting(
-        120, "Silence needed before speech-end fires.", between(20, 5000)
+        0, "Silence (after Silero's last voiced window) before speech-end fires; the "
+        "speculative final is taken then, while turns end after turns.*_silence_ms counted "
+        "from the refined speech end. 0: by engine, 64 for vosk (a streaming final is "
+        "cheap), 120 for whisper (each speech end is a whole decode, and its segment-final "
+        "punctuation would end turns at commas).", between(0, 5000)
     )
     refine_end_ms: int = setting(
         96, "How far the speech end may move back from Silero's last voiced window to where "

@@ -96,7 +96,7 @@ class Voice:
         counts = self.speaker.prepare(prompts)
         while len(self._vads) < min(self.cfg.daemon.max_calls, VAD_WARM_MAX):
             self.vads_created += 1
-            self._vads.append(Vad.from_config(self.cfg.vad, self.rate))
+            self._vads.append(Vad.from_config(self.cfg.vad, self.rate, self._engine_name()))
         self.loaded = True
         if self.cfg.asr.prime and hasattr(self.asr, "prime"):
             self._primer = gevent.spawn(self._prime_recognizers)
@@ -131,6 +131,10 @@ class Voice:
         self.log.info("voice.recognizers_primed", recognizers=primed,
                       took_s=round(time.monotonic() - t0, 2))
 
+    def _engine_name(self) -> str:
+        """The recognizer in use (an engine handed in may differ from ``asr.engine``)."""
+        return str(getattr(self.asr, "name", self.cfg.asr.engine))
+
     def acquire_vad(self) -> Vad:
         """A reset VAD for one call: from the pool, else built in the hub's threadpool (the
         Silero model takes ~100 ms to load: never on the hub). Give it back with
@@ -139,7 +143,8 @@ class Voice:
             self.vads_reused += 1
             return self._vads.pop()
         self.vads_created += 1
-        vad: Vad = gevent.get_hub().threadpool.apply(Vad.from_config, (self.cfg.vad, self.rate))
+        vad: Vad = gevent.get_hub().threadpool.apply(
+            Vad.from_config, (self.cfg.vad, self.rate, self._engine_name()))
         return vad
 
     def release_vad(self, vad: Vad) -> None:

@@ -116,6 +116,7 @@ def test_voice_primes_cold_pooled_recognizers_in_the_background(tmp_path: Path, 
     rig = Rig(tmp_path, redis_url, vosk_engine)
     try:
         assert rig.voice.ready()                  # READY does not wait for priming
+        assert rig.voice._vads and all(v.hang_ms == 64 for v in rig.voice._vads)  # vosk
         with gevent.Timeout(90):
             while rig.sample("callctl_asr_recognizers_primed_total", {"engine": "vosk"}) < 2:
                 gevent.sleep(0.1)

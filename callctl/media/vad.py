@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from callctl.config import VadConfig
 
 HYSTERESIS = 0.15
+#: ``vad.hang_ms = 0``: a streaming recognizer's speculative final is cheap, so speech may be
+#: called over soon (silence is counted from the refined end anyway); Whisper decodes the
+#: whole segment at each speech end and ends segments with punctuation, so it waits longer.
+HANG_MS_BY_ENGINE = {"vosk": 64, "whisper": 120}
 BLOCK_S = 0.008          # energy block for end refinement
 END_DROP_DB = -45.0      # a block this far under the speech's peak is not speech
 FLOOR_BLOCKS = 125       # ~1 s of non-speech blocks for the noise floor
@@ -59,11 +63,16 @@ class SpeechEnded:
 VadEvent = SpeechStarted | SpeechEnded
 
 
+def default_hang_ms(engine: str) -> int:
+    """The hang for ``vad.hang_ms = 0`` with recognizer ``engine`` (120 if unknown)."""
+    return HANG_MS_BY_ENGINE.get(engine, 120)
+
+
 class Vad:
     """Silero VAD for one call stream (reset between unrelated streams)."""
 
     def __init__(self, rate: int = 8000, threshold: float = 0.5, onset_ms: int = 60,
-                 hang_ms: int = 120, refine_ms: int = 96) -> None:
+                 hang_ms: int = 64, refine_ms: int = 96) -> None:
         if rate not in (8000, 16000):
             raise ValueError(f"VAD rate must be 8000 or 16000, not {rate}")
         self.rate = rate
@@ -95,9 +104,11 @@ class Vad:
         return self._last_voiced_end
 
     @classmethod
-    def from_config(cls, cfg: VadConfig, rate: int = 8000) -> Vad:
-        """A VAD with the ``[vad]`` settings (one per call; the model is small)."""
-        return cls(rate, cfg.threshold, cfg.onset_ms, cfg.hang_ms, cfg.refine_end_ms)
+    def from_config(cls, cfg: VadConfig, rate: int = 8000, engine: str = "vosk") -> Vad:
+        """A VAD with the ``[vad]`` settings (one per call; the model is small); a
+        ``hang_ms`` of 0 means the recognizer ``engine``'s default (``default_hang_ms``)."""
+        return cls(rate, cfg.threshold, cfg.onset_ms, cfg.hang_ms or default_hang_ms(engine),
+                   cfg.refine_end_ms)
 
     def reset(self) -> None:
         """Forget all state (model context and the speech state machine)."""

@@ -57,7 +57,7 @@ def test_emulated_switch_streams_speech_in_real_time(
     events: list[Any] = []
     rec = vosk_engine.acquire()
     turns = iter(range(100))
-    listener = Listener(inbox, rec, Vad(8000), EndpointPolicy(), events.append,
+    listener = Listener(inbox, rec, Vad(8000, hang_ms=120), EndpointPolicy(), events.append,
                         lambda: Turn(next(turns)), call_uuid=UUID)
     g = gevent.spawn(listener.run)
     sig = Signals()

@@ -64,8 +64,12 @@ def test_from_config() -> None:
 
     cfg = VadConfig()
     vad = Vad.from_config(cfg)
-    assert (vad.threshold, vad.onset_ms, vad.hang_ms) == (cfg.threshold, cfg.onset_ms,
-                                                          cfg.hang_ms)
+    assert (vad.threshold, vad.onset_ms, vad.refine_s) == (cfg.threshold, cfg.onset_ms,
+                                                           cfg.refine_end_ms / 1000)
+    assert cfg.hang_ms == 0                      # by engine:
+    assert Vad.from_config(cfg, engine="vosk").hang_ms == 64
+    assert Vad.from_config(cfg, engine="whisper").hang_ms == 120
+    assert Vad.from_config(VadConfig(hang_ms=200), engine="vosk").hang_ms == 200
 
 
 REFINE_TEXTS = ["I would like to talk to billing please.", "Yes that is right.",
