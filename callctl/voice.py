@@ -107,6 +107,14 @@ class Voice:
     def ready(self) -> bool:
         return self.loaded
 
+    def wait_primed(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) for the background priming to end; True when it has
+        ended or none runs (``asr.prime`` off, or an engine without priming)."""
+        if self._primer is None:
+            return True
+        self._primer.join(timeout=timeout_s)
+        return bool(self._primer.dead)
+
     def _prime_recognizers(self) -> None:
         """Background, after READY: synthesize ``PRIME_TEXT`` and let the engine decode it
         through every pooled recognizer, one at a time (``VoskEngine.prime``), so no caller's

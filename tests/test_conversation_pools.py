@@ -117,9 +117,8 @@ def test_voice_primes_cold_pooled_recognizers_in_the_background(tmp_path: Path, 
     try:
         assert rig.voice.ready()                  # READY does not wait for priming
         assert rig.voice._vads and all(v.hang_ms == 64 for v in rig.voice._vads)  # vosk
-        with gevent.Timeout(90):
-            while rig.sample("callctl_asr_recognizers_primed_total", {"engine": "vosk"}) < 2:
-                gevent.sleep(0.1)
+        assert rig.voice.wait_primed(90)
+        assert rig.sample("callctl_asr_recognizers_primed_total", {"engine": "vosk"}) == 2
         assert len(vosk_engine._pool) == 2 and all(r.warm for r in vosk_engine._pool)
         call, _ = rig.call([callers.pause(0.3), callers.hangup()])
         assert rig.finish(call) is not None
@@ -133,7 +132,7 @@ def test_closing_while_priming_and_prime_off(tmp_path: Path, redis_url: str,
     vosk_engine.warm(2)
     rig = Rig(tmp_path / "a", redis_url, vosk_engine)
     rig.close()                                   # at once: the primer may be mid-decode
-    assert rig.voice._primer is not None and rig.voice._primer.dead
+    assert rig.voice._primer is not None and rig.voice.wait_primed(0)   # killed by close
     # the recognizer in flight (if any) is dropped; what is pooled was never used by two
     assert len(vosk_engine._pool) <= 2
     vosk_engine._pool.clear()
@@ -147,7 +146,7 @@ def test_closing_while_priming_and_prime_off(tmp_path: Path, redis_url: str,
     off = Voice(cfg, Metrics(CollectorRegistry()), asr=vosk_engine)
     off.start()
     try:
-        assert off.ready() and off._primer is None
+        assert off.ready() and off._primer is None and off.wait_primed(0)
         assert not vosk_engine._pool[0].warm
     finally:
         off.close()

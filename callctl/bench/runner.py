@@ -352,9 +352,7 @@ def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | N
     daemon.start()
     # a daemon that has been up a while: its recognizers are primed (asr.prime runs in the
     # background after READY and would otherwise take CPU from the measured calls)
-    primer = getattr(voice, "_primer", None)
-    if primer is not None:
-        primer.join(timeout=600)
+    voice.wait_primed(600)
     print(json.dumps({"ready": True, "esl_port": daemon.server.port, "pid": os.getpid()}),
           file=stdout, flush=True)
     pool = gevent.get_hub().threadpool
