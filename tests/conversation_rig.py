@@ -79,6 +79,16 @@ class Rig:
         assert call.wait_answered(10)
         return call, caller
 
+    def run(self, steps: list[Any], timeout: float = 30) -> tuple[SimCall, callers.Caller]:
+        """One whole call (``call`` then ``finish``), then ``close`` the rig however it went:
+        for tests that look only at what happened once the call is over."""
+        try:
+            call, caller = self.call(steps)
+            self.finish(call, timeout)
+        finally:
+            self.close()
+        return call, caller
+
     def finish(self, call: SimCall, timeout: float = 30) -> str | None:
         """Wait for the hangup and for the daemon to forget the call; returns the cause."""
         cause = call.wait_hangup(timeout)

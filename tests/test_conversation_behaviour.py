@@ -55,12 +55,8 @@ def test_silence_gets_the_no_input_reprompt(tmp_path: Path, redis_url: str,
                                             whisper_engine: Any) -> None:
     rig = rig_for(tmp_path, redis_url, whisper_engine,
                   turns=config.TurnsConfig(no_input_ms=800))
-    try:
-        call, _ = rig.call([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0),
-                            callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0),
+                       callers.hangup()])
     assert rig.said[:3] == [GREETING, "Sorry, I didn't hear anything.", REPROMPT], rig.said
     assert len(call.heard()) >= 2
 
@@ -70,18 +66,14 @@ def test_nonsense_twice_reprompts_then_hands_over(tmp_path: Path, redis_url: str
                                                   whisper_engine: Any) -> None:
     flows = write_flow(tmp_path / "flows", "picky", picky("http://127.0.0.1:9/"))
     rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
-    try:
-        call, _ = rig.call([
-            callers.wait_for_bot(silence_s=0.4),
-            callers.say("Purple elephants are dancing.", voice="piper"),
-            callers.wait_for_bot(silence_s=0.4),
-            callers.say("The weather is lovely today.", voice="piper"),
-            callers.wait_for_bot(silence_s=0.4),
-            callers.pause(1.0),
-        ])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([
+        callers.wait_for_bot(silence_s=0.4),
+        callers.say("Purple elephants are dancing.", voice="piper"),
+        callers.wait_for_bot(silence_s=0.4),
+        callers.say("The weather is lovely today.", voice="piper"),
+        callers.wait_for_bot(silence_s=0.4),
+        callers.pause(1.0),
+    ])
     assert rig.said == ["Say billing or agent.", "Sorry, I didn't understand that.",
                         "Please say billing or agent.", "Connecting you to an agent."], rig.said
     assert rig.transfers(call.uuid) == ["7000"]
@@ -91,12 +83,8 @@ def test_nonsense_twice_reprompts_then_hands_over(tmp_path: Path, redis_url: str
 def test_dtmf_barges_in_over_the_greeting(tmp_path: Path, redis_url: str,
                                           whisper_engine: Any) -> None:
     rig = rig_for(tmp_path, redis_url, whisper_engine)
-    try:
-        call, _ = rig.call([callers.pause(1.5), callers.dtmf("1"),
-                            callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.pause(1.5), callers.dtmf("1"),
+                       callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
     heard = call.heard()
     assert heard[0].interrupted, heard
     assert rig.said == [GREETING, "Connecting you to billing."], rig.said
@@ -109,12 +97,8 @@ def test_backchannel_does_not_cut_the_bot(tmp_path: Path, redis_url: str,
                                           whisper_engine: Any) -> None:
     rig = rig_for(tmp_path, redis_url, whisper_engine,
                   turns=config.TurnsConfig(bargein_min_words=1))
-    try:
-        call, caller = rig.call([callers.barge_in("Okay.", after_s=1.0),
-                                 callers.wait_for_bot(silence_s=0.5), callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, caller = rig.run([callers.barge_in("Okay.", after_s=1.0),
+                            callers.wait_for_bot(silence_s=0.5), callers.hangup()])
     heard = call.heard()
     assert [r.kind for r in caller.log if r.ok][:1] == ["barge_in"], caller.log
     assert heard and not heard[0].interrupted, heard       # the greeting played on
@@ -130,12 +114,8 @@ def test_false_interruption_repeats_the_cut_sentence(tmp_path: Path, redis_url: 
     # says the cut sentence again instead of falling silent
     rig = rig_for(tmp_path, redis_url, whisper_engine,
                   turns=config.TurnsConfig(bargein_pause=False))
-    try:
-        call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
-                            callers.wait_for_bot(silence_s=0.5), callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.barge_in("Uh huh.", after_s=1.0),
+                       callers.wait_for_bot(silence_s=0.5), callers.hangup()])
     heard = call.heard()
     assert heard[0].interrupted, heard
     assert any(not h.interrupted for h in heard[1:]), heard
@@ -149,12 +129,8 @@ def test_backchannel_pauses_the_bot_which_then_continues_without_repeating(
     # pause-then-decide (default): "uh huh" pauses the greeting at once; the speech ends with
     # only a backchannel, so the greeting continues where it stopped: nothing said twice
     rig = rig_for(tmp_path, redis_url, whisper_engine)
-    try:
-        call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
-                            callers.wait_for_bot(silence_s=0.5), callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.barge_in("Uh huh.", after_s=1.0),
+                       callers.wait_for_bot(silence_s=0.5), callers.hangup()])
     heard = call.heard()
     paused = [h for h in heard if h.paused]
     assert paused and not any(h.interrupted for h in heard), heard
@@ -171,12 +147,8 @@ def test_backchannel_pauses_the_bot_which_then_continues_without_repeating(
 def test_real_bargein_pauses_then_cuts_and_answers_the_caller(
         tmp_path: Path, redis_url: str, whisper_engine: Any) -> None:
     rig = rig_for(tmp_path, redis_url, whisper_engine)
-    try:
-        call, _ = rig.call([callers.barge_in("Billing, please.", after_s=1.0),
-                            callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.barge_in("Billing, please.", after_s=1.0),
+                       callers.wait_for_bot(silence_s=0.4), callers.pause(1.0)])
     heard = call.heard()
     assert heard[0].paused and heard[0].interrupted, heard   # paused first, then cut there
     assert not any(h.source == heard[0].source for h in heard[1:]), heard   # never resumed
@@ -238,11 +210,7 @@ def test_failing_tts_engine_falls_back_never_dead_air(tmp_path: Path, redis_url:
                   tts=config.TtsConfig(engine="espeak", voice="zz-no-such-voice",
                                        fallback_engine="piper", deadline_ms=5000,
                                        cache_dir=str(tmp_path / "cache")))
-    try:
-        call, _ = rig.call([callers.wait_for_bot(silence_s=0.4), callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.wait_for_bot(silence_s=0.4), callers.hangup()])
     assert call.heard(), "dead air"
     assert rig.replies[0].sources and set(rig.replies[0].sources) <= {"piper", "one_moment"}
     assert rig.sample("callctl_engine_failures_total", {"engine": "espeak"}) >= 1
@@ -302,11 +270,6 @@ def test_a_flows_own_no_input_timeout_applies(tmp_path: Path, redis_url: str,
                        picky("http://127.0.0.1:9/", no_input_ms=800))
     rig = rig_for(tmp_path, redis_url, whisper_engine, flow="picky", flows_dir=flows)
     assert rig.cfg.turns.no_input_ms == 8000
-    try:
-        call, _ = rig.call([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0),
-                            callers.hangup()])
-        rig.finish(call)
-    finally:
-        rig.close()
+    rig.run([callers.wait_for_bot(silence_s=0.3), callers.pause(3.0), callers.hangup()])
     assert rig.said[:3] == ["Say billing or agent.", "Sorry, I didn't hear anything.",
                             "Please say billing or agent."], rig.said

@@ -28,12 +28,8 @@ def assert_no_overlap(heard: list[Heard]) -> None:
 def test_key_over_a_closing_reply_carries_it_out_at_once(tmp_path: Path, redis_url: str,
                                                          whisper_engine: Any) -> None:
     rig = Rig(tmp_path, redis_url, whisper_engine)
-    try:
-        call, _ = rig.call([callers.pause(1.0), callers.dtmf("1"), callers.pause(0.7),
-                            callers.dtmf("5"), callers.pause(3.0)])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.pause(1.0), callers.dtmf("1"), callers.pause(0.7),
+                       callers.dtmf("5"), callers.pause(3.0)])
     heard = call.heard()
     assert rig.said == [GREETING, "Connecting you to billing."], rig.said
     assert len(heard) == 2 and heard[0].interrupted and heard[1].interrupted, heard
@@ -51,12 +47,8 @@ def test_too_few_words_over_the_bot_are_answered_after_it(tmp_path: Path, redis_
                                                           whisper_engine: Any) -> None:
     rig = Rig(tmp_path, redis_url, whisper_engine,
               turns=config.TurnsConfig(bargein_min_words=3))
-    try:
-        call, _ = rig.call([callers.barge_in("Billing.", after_s=0.8),
-                            callers.wait_for_bot(silence_s=0.5), callers.pause(2.0)])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.barge_in("Billing.", after_s=0.8),
+                       callers.wait_for_bot(silence_s=0.5), callers.pause(2.0)])
     heard = call.heard()
     assert heard and not heard[0].interrupted, heard       # one word: the bot went on
     assert rig.said == [GREETING, "Connecting you to billing."], rig.said
@@ -75,12 +67,8 @@ def test_words_barge_in_at_speech_end_without_partials(tmp_path: Path, redis_url
     # Whisper gives no partials: with words required, the verdict comes with the final
     rig = Rig(tmp_path, redis_url, whisper_engine,
               turns=config.TurnsConfig(bargein_min_words=1))
-    try:
-        call, _ = rig.call([callers.barge_in("Technical support, please.", after_s=0.8),
-                            callers.wait_for_bot(silence_s=0.5), callers.pause(2.0)])
-        rig.finish(call)
-    finally:
-        rig.close()
+    call, _ = rig.run([callers.barge_in("Technical support, please.", after_s=0.8),
+                       callers.wait_for_bot(silence_s=0.5), callers.pause(2.0)])
     heard = call.heard()
     assert heard[0].interrupted, heard
     assert rig.said == [GREETING, "Connecting you to technical support."], rig.said

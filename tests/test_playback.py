@@ -315,6 +315,16 @@ def test_stream_to_a_gone_fork_ends_with_an_error() -> None:
     assert h.errors == ["fork WebSocket gone"] and h.cmd_sent is None
 
 
+def two_pieces(pdir: Path) -> tuple[RecordingTransport, FilePlayback, str, str]:
+    """A file handle with two 0.3 s pieces queued at the switch (their application UUIDs)."""
+    t = RecordingTransport()
+    h = FilePlayback(t, pdir)
+    h.add(tone(0.3, text="one"))
+    h.add(tone(0.3, text="two"))
+    first, second = (u for _, u in t.plays)
+    return t, h, first, second
+
+
 def test_pause_and_unpause_toggle_once_each(pdir: Path) -> None:
     t = RecordingTransport()
     h = FilePlayback(t, pdir)
@@ -328,11 +338,7 @@ def test_pause_and_unpause_toggle_once_each(pdir: Path) -> None:
 
 
 def test_pause_between_pieces_is_sent_when_the_next_piece_starts(pdir: Path) -> None:
-    t = RecordingTransport()
-    h = FilePlayback(t, pdir)
-    h.add(tone(0.3, text="one"))
-    h.add(tone(0.3, text="two"))
-    first, second = (u for _, u in t.plays)
+    t, h, first, second = two_pieces(pdir)
     h.on_event(*ev("CHANNEL_EXECUTE", first))
     h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", first))
     t.file_open = False                                      # between the two files
@@ -347,11 +353,7 @@ def test_pause_between_pieces_is_sent_when_the_next_piece_starts(pdir: Path) -> 
 def test_a_piece_ending_while_paused_keeps_the_pause_on_the_next_file(pdir: Path) -> None:
     """A paused file cannot end: if one completes after our +OK, the toggle landed on the
     next file, which stays paused (no re-toggle on its start events)."""
-    t = RecordingTransport()
-    h = FilePlayback(t, pdir)
-    h.add(tone(0.3, text="one"))
-    h.add(tone(0.3, text="two"))
-    first, second = (u for _, u in t.plays)
+    t, h, first, second = two_pieces(pdir)
     h.on_event(*ev("CHANNEL_EXECUTE", first))
     assert h.pause() and t.toggles == 1
     h.on_event(*ev("CHANNEL_EXECUTE_COMPLETE", first))
