@@ -148,12 +148,17 @@ def test_caller_speech_over_the_bot_cuts_it(rig: Rig) -> None:
     with gevent.Timeout(5):
         while bot.handle is None or not bot.handle.interrupted:
             gevent.sleep(0.01)
+    # The interrupted playback, kept: when the caller stops, the bot may already have
+    # replaced bot.handle with the resumed one by the time the asserts below run.
+    cut_handle = bot.handle
     gevent.sleep(0.3)
     heard = call.heard()
+    # What was heard up to the cut; the resumed sentence may already follow it.
+    heard = heard[:next(i for i, h in enumerate(heard) if h.interrupted) + 1]
     cut = heard[-1]
-    assert cut.interrupted and cut.end > onset
+    assert cut.end > onset
     assert bot.decisions[0] is Decision.INTERRUPT
-    total = sum(p.duration_s for p in bot.handle.pieces)
+    total = sum(p.duration_s for p in cut_handle.pieces)
     assert cut.end - heard[0].start < total  # the rest of the reply was not played
     print(f"barge-in latency (caller speech onset -> last bot audio): "
           f"{(cut.end - onset) * 1000:.0f} ms")
