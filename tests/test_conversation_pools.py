@@ -119,7 +119,7 @@ def test_voice_primes_cold_pooled_recognizers_in_the_background(tmp_path: Path, 
         assert rig.voice._vads and all(v.hang_ms == 64 for v in rig.voice._vads)  # vosk
         assert rig.voice.wait_primed(90)
         assert rig.sample("callctl_asr_recognizers_primed_total", {"engine": "vosk"}) == 2
-        assert len(vosk_engine._pool) == 2 and all(r.warm for r in vosk_engine._pool)
+        assert len(vosk_engine._pool) == 2 and all(r.decoded_once for r in vosk_engine._pool)
         call, _ = rig.call([callers.pause(0.3), callers.hangup()])
         assert rig.finish(call) is not None
     finally:
@@ -147,7 +147,7 @@ def test_closing_while_priming_and_prime_off(tmp_path: Path, redis_url: str,
     off.start()
     try:
         assert off.ready() and off._primer is None and off.wait_primed(0)
-        assert not vosk_engine._pool[0].warm
+        assert not vosk_engine._pool[0].decoded_once
     finally:
         off.close()
 

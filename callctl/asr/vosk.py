@@ -65,7 +65,7 @@ class VoskRecognizer:
         # them from the start of the current utterance.
         self._fed_s = 0.0
         self._utt_start_s = 0.0
-        self.warm = False          # has finalized an utterance of real audio (see prime)
+        self.decoded_once = False  # has finalized an utterance of real audio (see prime)
 
     def _take(self, result: str) -> None:
         obj = json.loads(result)
@@ -123,7 +123,7 @@ class VoskRecognizer:
 
     def final(self) -> Recognition:
         t = time.thread_time()
-        self.warm = self.warm or self._fed_s > self._utt_start_s
+        self.decoded_once = self.decoded_once or self._fed_s > self._utt_start_s
         self._take(self._rec.FinalResult())
         self._cpu += time.thread_time() - t
         out = Recognition(" ".join(self._done), tuple(self._words), self._cpu)
@@ -194,7 +194,7 @@ class VoskEngine:
         """
         pool = gevent.get_hub().threadpool
         primed = 0
-        for rec in [r for r in self._pool if not r.warm]:
+        for rec in [r for r in self._pool if not r.decoded_once]:
             try:
                 self._pool.remove(rec)
             except ValueError:           # a call took it meanwhile: it warms itself

@@ -31,10 +31,10 @@ def _pcm(text: str) -> bytes:
 
 
 def test_prime_decodes_each_cold_recognizer_once_and_keeps_it_usable(engine: VoskEngine) -> None:
-    assert [r.warm for r in engine._pool] == [False, False]
+    assert [r.decoded_once for r in engine._pool] == [False, False]
     pcm = _pcm("I would like to talk to billing please.")
     assert engine.prime(pcm) == 2
-    assert len(engine._pool) == 2 and all(r.warm for r in engine._pool)
+    assert len(engine._pool) == 2 and all(r.decoded_once for r in engine._pool)
     assert engine.prime(pcm) == 0                 # nothing cold is left: no work
     rec = engine.acquire()
     try:                                          # reset: the next utterance starts clean
