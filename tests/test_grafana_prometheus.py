@@ -173,7 +173,8 @@ def _hist(metric: str, labels: str, fast_per_min: int, slow_per_min: int) -> lis
 
 def _node(inst: str, *, up: int = 1, ready: int = 1, esl: int = 1, store: int = 1,
           lost_per_min: int = 0, ok_calls: int = 2, failed_calls: int = 0, active: int = 1,
-          fast: int = 20, slow: int = 0, decode_slow: int = 0) -> list[dict]:
+          fast: int = 20, slow: int = 0, decode_slow: int = 0,
+          dropped_per_min: int = 0) -> list[dict]:
     lab = f'job="callctl",instance="{inst}"'
     series = [
         {"series": f"up{{{lab}}}", "values": f"{up}x60"},
@@ -182,6 +183,8 @@ def _node(inst: str, *, up: int = 1, ready: int = 1, esl: int = 1, store: int = 
         {"series": f"callctl_store_up{{{lab}}}", "values": f"{store}x60"},
         {"series": f"callctl_store_writes_lost_total{{{lab}}}", "values": f"0+{lost_per_min}x60"},
         {"series": f'callctl_calls_active{{{lab},state="listening"}}', "values": f"{active}x60"},
+        {"series": f"callctl_audio_frames_dropped_total{{{lab}}}",
+         "values": f"0+{dropped_per_min}x60"},
     ]
     for outcome, n in (("completed", ok_calls), ("failed", failed_calls)):
         if n:
@@ -210,6 +213,7 @@ ALERT_CASES: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "CallctlNoCalls": ({"ok_calls": 0, "active": 0, "fast": 0}, {"job": "callctl"}),
     "CallctlNotReady": ({"ready": 0}, {"job": "callctl"}),
     "CallctlAsrCpuBound": ({"decode_slow": 10}, {}),
+    "CallctlCallerAudioDropped": ({"dropped_per_min": 10}, {}),
 }
 
 
