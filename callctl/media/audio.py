@@ -201,7 +201,7 @@ def parse_metadata(text: str) -> dict[str, Any]:
     if rate is not None and (type(rate) is not int or rate not in FORK_RATES):
         raise AudioFormatError(f"metadata sampleRate {rate!r} not one of {FORK_RATES}")
     mix = obj.get("mix")
-    if mix is not None and mix not in MIX_CHANNELS:
+    if mix is not None and (not isinstance(mix, str) or mix not in MIX_CHANNELS):
         raise AudioFormatError(f"metadata mix {mix!r} not one of {sorted(MIX_CHANNELS)}")
     return obj
 
