@@ -12,14 +12,14 @@ the first row matching the key gives the ``Decision``:
 * ``RESUME``: the bot was cut but the caller said nothing after all (a cough, a "mhm"):
   repeat the cut sentence and the rest of the reply (``PlaybackHandle.remaining_text()``),
   never leave the line silent.
-* ``PAUSE`` (pause-then-decide, ``turns.bargein_pause`` and a playback that can pause, i.e.
-  file mode): on the first evidence of caller speech the bot's audio is paused at once
+* ``PAUSE`` (pause-then-decide, ``turns.bargein_pause`` and a playback that can pause: file
+  and stream modes both can): on the first evidence of caller speech the bot's audio is paused at once
   (``PlaybackHandle.pause()``), then decided on: ``INTERRUPT`` once the speech lasted
   ``turns.bargein_confirm_ms`` or the recognizer has real words; ``UNPAUSE``
   (``PlaybackHandle.unpause()``: the audio continues exactly where it stopped) when the
   speech ended with nothing or only backchannel words. Every pause is bounded: the
   ``PAUSE_TIMEOUT`` signal (``turns.bargein_pause_max_ms`` after the pause) always decides.
-  Playback that cannot pause (stream mode) keeps the cut-then-``RESUME`` path.
+  Playback that cannot pause, or ``bargein_pause`` off, keeps the cut-then-``RESUME`` path.
 
 A rule field is one value, ``ANY`` (``None``), or a frozenset of accepted values.
 
@@ -81,7 +81,7 @@ class Key(NamedTuple):
     length: Length
     words: Words
     words_required: bool  # turns.bargein_min_words > 0
-    pausable: bool        # turns.bargein_pause and the playback can pause (file mode)
+    pausable: bool        # turns.bargein_pause and the playback can pause
 
 
 ANY = None  # wildcard in a rule
@@ -184,7 +184,7 @@ class Observation:
     interruptible: bool = True
     speech_ms: int = 0
     partial: str = ""   # the recognizer's words so far for this caller speech
-    pausable: bool = False  # the playback can pause (file mode); ANDed with bargein_pause
+    pausable: bool = False  # the playback can pause; ANDed with bargein_pause
 
 
 @dataclass(frozen=True)

@@ -195,9 +195,9 @@ class TurnsConfig:
         0, "Recognized words needed to interrupt (0: speech length alone).", between(0, 20)
     )
     bargein_pause: bool = setting(
-        True, "Pause-then-decide: pause the bot's audio (uuid_fileman pause) on the first "
-        "caller speech over it, then stop it for good or let it continue where it stopped. "
-        "File playback only; stream mode always cuts and repeats.",
+        True, "Pause-then-decide: pause the bot's audio on the first caller speech over it "
+        "(file playback: uuid_fileman pause; stream playback: killAudio, holding the unheard "
+        "audio), then stop it for good or let it continue where it stopped.",
     )
     bargein_confirm_ms: int = setting(
         800, "Voiced caller speech over a paused bot that confirms a barge-in without words "

@@ -34,8 +34,13 @@ So the handle keeps the state itself and never toggles twice: ``paused`` is what
 ``switch_paused`` whether a file at the switch is paused by us. A pause that found no file
 (between pieces: ``-ERR No File Handle!``) is sent again when the next piece starts; a piece
 that completes while we hold a pause cannot be the paused one (a paused file does not end),
-so the pause landed on the next file and stays. ``StreamPlayback`` cannot pause
-(``can_pause`` False): the caller of ``pause()`` must not ask.
+so the pause landed on the next file and stays. ``StreamPlayback`` pauses on our side of
+the WebSocket: the pacer stops sending, ``killAudio`` drops what the module has buffered (it
+reports the marks in it as ``cleared``), and every frame and mark sent but not yet played
+out, as far as the pacing clock says (sent at lead ``t``: heard from ``t``), goes back to
+the front of the queue; ``unpause()`` starts pacing again from there, so the caller hears
+the reply go on from where it stopped (give or take one 20 ms frame, and the module's
+pre-buffer after an underrun). ``can_pause`` says whether a handle can pause at all.
 
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
@@ -458,6 +463,11 @@ class StreamPlayback(PlaybackHandle):
         self.tail_frames = max(0, tail_ms // frame_ms)
         self.mark_grace_s = mark_grace_s
         self._outbox: deque[bytes | _Piece] = deque()
+        # sent and maybe not played out yet: (when the caller hears it, its length, item)
+        self._sent: deque[tuple[float, float, bytes | _Piece]] = deque()
+        self._t0: float | None = None       # the pacing clock: stream second 0 ...
+        self._sent_s = 0.0                  # ... and how many seconds were sent since
+        self._holding: bytes | None = None  # the frame the pacer waits to send
         self._wake = gevent.event.Event()
         self._pacer: gevent.Greenlet[Any, Any] | None = None
         self._by_name: dict[str, _Piece] = {}
@@ -494,17 +504,31 @@ class StreamPlayback(PlaybackHandle):
         super().finish()
         self._wake.set()
 
+    can_pause = True
+
     def _pace(self) -> None:
-        t0: float | None = None
-        sent_s = 0.0
         bytes_per_s = self.rate * 2
+        marks_due: float | None = None       # everything sent: the marks are due by then
         while not self.done:
-            if not self._outbox:
-                if self.finished:
-                    break
+            if self.paused or not self._outbox:
+                if self.paused or not self.finished or self._t0 is None:
+                    marks_due = None
+                    self._wake.clear()
+                    self._wake.wait(1.0)
+                    continue
+                # Everything is sent; wait for the playout marks, but not forever (a module
+                # that does not echo marks would otherwise leave the reply "playing").
+                now = time.monotonic()
+                if marks_due is None:
+                    marks_due = (now + max(0.0, self._sent_s - (now - self._t0))
+                                 + self.mark_grace_s)
+                if now >= marks_due:
+                    self._marks_missing()
+                    return
                 self._wake.clear()
-                self._wake.wait(1.0)
+                self._wake.wait(marks_due - now)
                 continue
+            marks_due = None
             item = self._outbox.popleft()
             if isinstance(item, _Piece):
                 item.state = "playing"
@@ -512,32 +536,59 @@ class StreamPlayback(PlaybackHandle):
                                              separators=(",", ":"))) is False:
                     self._fork_gone()
                     return
+                if self._t0 is not None:
+                    self._sent.append((self._t0 + self._sent_s, 0.0, item))
                 continue
             now = time.monotonic()
-            if t0 is None or now - t0 > sent_s:  # first frame, or we fell behind: re-anchor
-                t0, sent_s = now, 0.0
-            ahead = sent_s - (now - t0)
+            if self._t0 is None or now - self._t0 > self._sent_s:  # first, or behind: re-anchor
+                self._t0, self._sent_s = now, 0.0
+            ahead = self._sent_s - (now - self._t0)
             if ahead > self.lead_s:
+                self._holding = item
                 gevent.sleep(ahead - self.lead_s)
                 if self.done:
                     break
+                if self._holding is None:         # a pause while we waited queued it again
+                    continue
+                self._holding = None
             if self.send_binary(item) is False:
                 self._fork_gone()
                 return
             if self.cmd_sent is None:
                 self._mark_cmd_sent(time.monotonic())    # started: at the first mark echo
-            sent_s += len(item) / bytes_per_s
-        if self.done or t0 is None:
-            return
-        # Everything is sent; wait for the playout marks, but not forever (a module that
-        # does not echo marks would otherwise leave the reply "playing" for ever).
-        left = max(0.0, sent_s - (time.monotonic() - t0)) + self.mark_grace_s
-        if not self.wait(left):
-            self.log.warning("playback_marks_missing", pieces=len(self.pieces))
-            self._assume_started()
-            for piece in self.pieces:
-                piece.state = "done"
-            self._maybe_done()
+            length = len(item) / bytes_per_s
+            self._sent.append((self._t0 + self._sent_s, length, item))
+            self._sent_s += length
+            heard_before = time.monotonic() - 1.0
+            while self._sent and self._sent[0][0] + self._sent[0][1] < heard_before:
+                self._sent.popleft()
+
+    def _marks_missing(self) -> None:
+        self.log.warning("playback_marks_missing", pieces=len(self.pieces))
+        self._assume_started()
+        for piece in self.pieces:
+            piece.state = "done"
+        self._maybe_done()
+
+    def _pause_at_switch(self) -> None:
+        """Drop the module's buffer and queue again what the caller has not heard yet."""
+        now = time.monotonic()
+        self._assume_started()                # the caller was hearing it
+        if self._holding is not None:
+            self._outbox.appendleft(self._holding)
+            self._holding = None
+        # a frame whose end the caller may not have heard yet goes again (the module starts
+        # playing up to one 20 ms tick after our clock says): repeat ~a frame, lose none
+        unheard = [item for at, length, item in self._sent if at + length > now - 0.02]
+        self._sent.clear()
+        self._outbox.extendleft(reversed(unheard))
+        self._t0, self._sent_s = None, 0.0   # pacing starts afresh on unpause
+        if self.send_text('{"type":"killAudio"}') is False:
+            self._fork_gone()
+            raise PlaybackError("fork WebSocket gone: the reply cannot be paused")
+
+    def _unpause_at_switch(self) -> None:
+        self._wake.set()
 
     def _fork_gone(self) -> None:
         self.errors.append("fork WebSocket gone")
@@ -554,12 +605,14 @@ class StreamPlayback(PlaybackHandle):
         if piece is None or data.get("event") != "playout":
             return
         piece.state = "done"
-        if self.started is None and self.cmd_sent is not None:
+        if self.started is None and self.cmd_sent is not None and not self.pauses:
             # the module played everything up to the end of this piece: it began that long ago
             played = sum(p.duration_s for p in self.pieces[:piece.index + 1])
             self._mark_started(max(self.cmd_sent, time.monotonic() - played))
         if not self.done:
             self._maybe_done()
+        if self.done:
+            self._wake.set()                  # the pacer stops waiting for marks
 
     def _stop_at_switch(self) -> None:
         self._outbox.clear()

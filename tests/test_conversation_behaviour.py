@@ -109,7 +109,7 @@ def test_backchannel_does_not_cut_the_bot(tmp_path: Path, redis_url: str,
 @pytest.mark.slow
 def test_false_interruption_repeats_the_cut_sentence(tmp_path: Path, redis_url: str,
                                                      whisper_engine: Any) -> None:
-    # the cut path (pause-then-decide off, as for stream playback): speech length alone
+    # the cut path (pause-then-decide off): speech length alone
     # interrupts (bargein_min_words = 0); the recognizer then hears only "uh huh": the bot
     # says the cut sentence again instead of falling silent
     rig = rig_for(tmp_path, redis_url, whisper_engine,

@@ -66,3 +66,27 @@ def test_stream_mode_bargein_kills_the_streamed_audio(rig: Rig) -> None:
     assert rig.said[-1] == "Connecting you to technical support."
     assert rig.transfers(call.uuid) == ["7002"]
     assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 1
+
+
+@pytest.mark.slow
+def test_stream_mode_backchannel_pauses_and_the_reply_goes_on_from_there(rig: Rig) -> None:
+    """Pause-then-decide in stream mode: "uh huh" over the greeting pauses it (killAudio,
+    the pacer holds the unheard audio), the speech ends with only a backchannel, and the
+    greeting goes on from where the caller stopped hearing it: the caller hears it once,
+    about as long as when nobody talks over it (nothing lost, nothing said twice)."""
+    plain, _ = rig.call([callers.wait_for_bot(silence_s=0.6), callers.hangup()])
+    rig.finish(plain)
+    call, _ = rig.call([callers.barge_in("Uh huh.", after_s=1.0),
+                        callers.wait_for_bot(silence_s=0.6), callers.hangup()])
+    rig.finish(call)
+    heard = call.heard()
+    # killAudio stopped it; the audio that came back continued it: the caller heard a pause
+    assert heard[0].paused and not heard[0].interrupted and len(heard) >= 2, heard
+    whole = sum(h.end - h.start for h in plain.heard())
+    assert sum(h.end - h.start for h in heard) == pytest.approx(whole, abs=0.15), (
+        heard, plain.heard())
+    assert len(rig.said) == 2 and rig.said[0] == rig.said[1], rig.said  # once per call
+    assert rig.sample("callctl_bargeins_total", {"kind": "paused"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "unpaused"}) == 1
+    assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 0
+    assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 0

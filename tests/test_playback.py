@@ -374,6 +374,56 @@ def test_interrupt_while_paused_breaks_and_forgets_the_pause(pdir: Path) -> None
     assert not h.unpause() and t.toggles == 1                # nothing left to unpause
 
 
-def test_stream_playback_cannot_pause() -> None:
-    h = StreamPlayback(lambda b: True, lambda s: True, 8000)
-    assert not h.can_pause and not h.pause() and not h.paused
+def test_stream_pause_drops_the_module_buffer_and_goes_on_from_the_unheard_audio() -> None:
+    """Pause: killAudio, nothing sent while paused; unpause: the frames from the one the
+    caller was hearing (by the pacing clock) are sent again, in order, then the piece's mark
+    again (killAudio cleared it in the module). A 2 s lead: all of it was sent at once."""
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, lead_ms=2000, tail_ms=0)
+    samples = np.repeat(np.arange(1, 51, dtype=np.int16), 160)       # frame k holds k
+    h.add(AudioChunk(samples.tobytes(), 8000, "one"))
+    h.finish()
+    gevent.sleep(0.3)
+    assert h.can_pause and h.pause() and h.paused
+    paused_at, sent = time.monotonic(), len(fork.frames)
+    assert fork.texts[-1] == '{"type":"killAudio"}'
+    gevent.sleep(0.15)
+    assert len(fork.frames) == sent                                  # silent while paused
+    assert h.unpause() and not h.paused
+    deadline = time.monotonic() + 3
+    while fork.marks().count(h.pieces[0].event_uuid) < 2 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    values = [int(np.frombuffer(f, "<i2")[0]) for _t, f in fork.frames]
+    heard = int((paused_at - fork.frames[0][0]) / 0.02) + 1         # playing at the pause
+    again = values[sent:]
+    assert heard - 2 <= again[0] <= heard, (heard, values)           # ~a frame repeated
+    assert again == list(range(again[0], 51))                        # then on, in order
+    assert values[:sent] == list(range(1, 51))                      # the lead: everything
+    assert fork.marks() == [h.pieces[0].event_uuid] * 2              # the mark, sent again
+    h.on_fork_message({"type": "mark", "data": {"name": h.pieces[0].event_uuid,
+                                                "event": "playout"}})
+    assert h.done and not h.interrupted and h.pauses == 1
+
+
+def test_stream_pause_then_interrupt_sends_nothing_more() -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, lead_ms=60)
+    h.add(tone(1.0, text="long"))
+    gevent.sleep(0.1)
+    assert h.pause()
+    sent = len(fork.frames)
+    assert h.interrupt() and h.done and not h.paused and h.cut_text == "long"
+    gevent.sleep(0.1)
+    assert len(fork.frames) == sent
+    assert fork.texts[-3:] == ['{"type":"killAudio"}', '{"type":"killAudio"}',
+                               '{"type":"clearMarks"}']
+
+
+def test_stream_pause_on_a_gone_fork_is_an_error_and_ends_the_reply() -> None:
+    frames: list[bytes] = []
+    h = StreamPlayback(lambda pcm: frames.append(pcm), lambda t: False, 8000)
+    h.add(tone(0.5))
+    gevent.sleep(0.05)
+    with pytest.raises(PlaybackError):
+        h.pause()
+    assert h.done and h.errors == ["fork WebSocket gone"]

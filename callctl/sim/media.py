@@ -23,7 +23,11 @@ Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
   module's pre-buffer fills; an underrun ends the caller's ``"stream"`` stretch and the next
   audio starts a new one. ``killAudio``/``stop_play`` drop the buffer at once; the stretch
   they cut ends ``interrupted``, also when the kill falls in an underrun gap of at most
-  ``STREAM_GAP_S`` (``stream_interrupted``).
+  ``STREAM_GAP_S`` (``stream_interrupted``). The module cannot tell a pause from a cut: a
+  daemon pauses a stream by killAudio and later sends the unheard audio again. So, as the
+  caller's ear would, a cut stretch whose audio comes back (the next stretch, within
+  ``STREAM_PAUSE_S``, starts with one of the last frames heard before the cut) is recorded
+  as ``paused`` instead of ``interrupted``, like a file paused with uuid_fileman.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ BREAK_TAIL_S = 0.040        # frames still sent after a break: at most two
 MAX_CALLER_QUEUE_S = 600.0  # bound on queued caller speech
 MAX_PLAY_WAIT_S = 3600.0
 STREAM_GAP_S = 0.25         # streamed audio resuming within this after an underrun: same speech
+STREAM_PAUSE_S = 5.0        # a killAudio cut whose audio comes back within this was a pause
+STREAM_TAIL_FRAMES = 3      # frames of a stream stretch remembered to recognize its continuation
 
 Samples = npt.NDArray[np.int16]
 
@@ -140,6 +146,8 @@ class Media:
         self._heard: list[Heard] = []
         self._stream_heard: dict[str, int] = {}   # running stream stretch per fork
         self._stream_last: dict[str, int] = {}    # last stream stretch per fork (may have ended)
+        self._stream_cut: dict[str, int] = {}     # ... if killAudio cut it
+        self._stream_tail: dict[str, deque[Samples]] = {}   # its last frames
         self._taps: list[audiofork.Tap] = []
         self.forks = audiofork.ForkTable(self)
         self._current: _Playback | None = None
@@ -218,11 +226,28 @@ class Media:
                 self._stream_heard.pop(key, None)
                 continue
             mix = frame.astype(np.int32) if mix is None else mix + frame
-            idx = self._mark_heard(self._stream_heard.get(key), "stream", t)
+            running = self._stream_heard.get(key)
+            if running is None:
+                self._stream_began(key, frame, t)
+            idx = self._mark_heard(running, "stream", t)
             self._stream_heard[key] = self._stream_last[key] = idx
+            self._stream_tail[key].append(frame.copy())
         if mix is None:
             return None
         return np.clip(mix, -32768, 32767).astype(np.int16)
+
+    def _stream_began(self, key: str, frame: Samples, t: float) -> None:
+        """A new stream stretch: if killAudio cut the previous one at most
+        ``STREAM_PAUSE_S`` ago and this one starts with audio the caller heard at the cut
+        (one of its last ``STREAM_TAIL_FRAMES`` frames, not silence), the bot went on where
+        it stopped (a daemon's pause re-sends from there): that stretch ended paused."""
+        cut = self._stream_cut.pop(key, None)
+        tail = self._stream_tail.get(key, ())
+        if cut is not None and t - self._heard[cut].end <= STREAM_PAUSE_S / self.speed \
+                and any(_same_audio(frame, f) for f in tail):
+            self._heard[cut] = dataclasses.replace(self._heard[cut], interrupted=False,
+                                                   paused=True)
+        self._stream_tail[key] = deque(maxlen=STREAM_TAIL_FRAMES)
 
     def _mark_heard(self, idx: int | None, source: str, t: float) -> int:
         if idx is None:
@@ -431,7 +456,19 @@ class Media:
         h = self._heard[idx]
         if running is not None or time.monotonic() - h.end <= STREAM_GAP_S / self.speed:
             self._heard[idx] = dataclasses.replace(h, interrupted=True)
+            self._stream_cut[key] = idx
 
     def fork_api(self, argv: list[str]) -> str:
         """``uuid_audio_fork <uuid> …`` with the tokens after the uuid (see audiofork)."""
         return audiofork.run_command(self.forks, [self.signals.uuid, *argv])
+
+
+def _same_audio(a: Samples, b: Samples) -> bool:
+    """The same (non-silent) 20 ms of audio, allowing for a resampler's different state."""
+    if len(a) != len(b):
+        return False
+    x, y = a.astype(np.int32), b.astype(np.int32)
+    peak = int(np.max(np.abs(y))) if len(y) else 0
+    if peak < 64:                                   # silence: proves nothing
+        return False
+    return int(np.max(np.abs(x - y))) <= max(32, peak // 10)

@@ -1,7 +1,8 @@
 """Barge-ins over streamed bot audio (jambonz mod_audio_fork bidirectional stream): a reply
 paced close to real time reaches the caller in stretches a few frames apart; a killAudio in
 such a gap still cuts the reply (``Media.stream_interrupted``), callers wait on the joined
-reply (``callers.join_stream``), and the barge-in is measured. Real WebSocket on loopback."""
+reply (``callers.join_stream``), and the barge-in is measured; audio that comes back after a
+kill (a daemon's pause) makes the cut a pause. Real WebSocket on loopback."""
 
 from __future__ import annotations
 
@@ -140,3 +141,46 @@ def test_caller_barges_in_over_a_reply_that_underran(
     finally:
         bot.kill()
         run.kill()
+
+
+def _chirp(seconds: float) -> np.ndarray:
+    """Audio whose every 20 ms frame differs (a rising tone)."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    return (np.sin(2 * np.pi * (200 + 400 * t) * t) * 6000).astype("<i2")
+
+
+def _cut_after(m: Media, sig: RecordingSignals, conn: WsConn, reply: np.ndarray,
+               seconds: float) -> int:
+    """Stream ``reply``, killAudio after ~``seconds``; the index of the last frame heard."""
+    conn.send_bytes(reply.tobytes())
+    wait_until(lambda: bool(_streams(m)) and _streams(m)[0].end - _streams(m)[0].start
+               >= seconds)
+    _kill(sig, conn)
+    h = _streams(m)[0]
+    return round((h.end - h.start) / 0.02)
+
+
+def test_audio_that_comes_back_after_a_kill_was_a_pause(
+        streaming: tuple[Media, RecordingSignals, WsConn]) -> None:
+    """A daemon pauses a stream with killAudio and sends the unheard audio again: the caller
+    heard the bot stop and go on, so the cut stretch is recorded paused, not interrupted."""
+    m, sig, conn = streaming
+    reply = _chirp(1.0)
+    last = _cut_after(m, sig, conn, reply, 0.3)
+    gevent.sleep(0.3)                                            # the caller's "uh huh"
+    conn.send_bytes(reply[(last - 1) * 160:].tobytes())          # again from ~the cut
+    wait_until(lambda: len(_streams(m)) == 2)
+    first, second = _streams(m)
+    assert first.paused and not first.interrupted and second.start > first.end
+    # the bench counts it as a pause the caller sat through, not a false barge-in
+    assert measure._continuations(m.heard()) == {m.heard().index(first): second}
+
+
+@pytest.mark.parametrize("after", ["other", "silence"])
+def test_other_audio_after_a_kill_leaves_it_a_cut(
+        streaming: tuple[Media, RecordingSignals, WsConn], after: str) -> None:
+    m, sig, conn = streaming
+    _cut_after(m, sig, conn, _chirp(1.0), 0.3)
+    conn.send_bytes(bytes(8000) if after == "silence" else _audio(0.5))
+    wait_until(lambda: len(_streams(m)) == 2)
+    assert [(h.interrupted, h.paused) for h in _streams(m)] == [(True, False), (False, False)]
