@@ -231,7 +231,7 @@ class CallSession:
         owner = h.get("Unique-ID")
         if owner is not None and owner != self.uuid:
             self.metrics.protocol_errors.labels(source="esl_outbound", kind="unknown_call").inc()
-            self.log.warning("call.foreign_event", event=ev.name, other_uuid=owner)
+            self.log.warning("call.foreign_event", esl_event=ev.name, other_uuid=owner)
             return
         terminal = h.get("Event-Name") in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")
         if not self.inbox.put_control(ev, terminal=terminal):

@@ -407,7 +407,7 @@ class _Fixed:
         try:
             fn(ev)
         except Exception:
-            get_logger(source=self.source).exception("esl.handler_failed", event=ev.name)
+            get_logger(source=self.source).exception("esl.handler_failed", esl_event=ev.name)
 
     def expect(self, match: Callable[[EslEvent], bool],
                fail_on_hangup: bool = True) -> gevent.event.AsyncResult:

@@ -211,7 +211,7 @@ class Switch:
             try:
                 lst.deliver(ev)
             except Exception:
-                log.exception("sim.deliver_failed", event=ev.name)
+                log.exception("sim.deliver_failed", esl_event=ev.name)
 
     def fire_api_event(self, cmd: str, arg: str) -> None:
         extra = [("API-Command", cmd)]
