@@ -294,12 +294,32 @@ class Daemon:
         except config_mod.ConfigError as e:
             self.log.error("daemon.reload_failed", error=str(e))
             return
+        unloaded = self._unloaded_flows(new)
+        if unloaded:
+            self.log.error("daemon.reload_failed", error="; ".join(unloaded))
+            return
         merged, changed, restart = reload_config(self.cfg, new)
         self.cfg = merged
         self.server.update_config(merged)
         self.log.info("daemon.reloaded", changed=changed, needs_restart=restart)
         self.notify.send(f"STATUS=reloaded: {len(changed)} change(s) applied, "
                          f"{len(restart)} need a restart")
+
+    def _unloaded_flows(self, cfg: Config) -> list[str]:
+        """One line per route of ``cfg`` whose flow the running voice did not load. Flows are
+        loaded once, at start-up: a route to any other flow would fail every call on it, so
+        a reload naming one is refused (adding a flow needs a restart)."""
+        dialogs: Any = getattr(self.voice, "dialogs", None)
+        flows = getattr(dialogs, "flows", None)
+        if flows is None:
+            return []
+        used = [(r.flow, f"routes[{i}].flow") for i, r in enumerate(cfg.routes)]
+        if cfg.routing.unknown_action == "default":
+            used.append((cfg.routing.default_flow, "routing.default_flow"))
+        llm = bool(dialogs.cfg.dialog.llm_url)
+        return [f"{key}: flow {name!r} is not loaded (loaded: {', '.join(sorted(flows))}); "
+                "a new flow needs a restart"
+                for name, key in used if name not in flows and not (name == "llm" and llm)]
 
     def drain(self) -> int:
         """SIGTERM: the named deadlines in the module doc. Returns the exit status (0)."""
