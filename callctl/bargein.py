@@ -13,9 +13,9 @@ the first row matching the key gives the ``Decision``:
   repeat the cut sentence and the rest of the reply (``PlaybackHandle.remaining_text()``),
   never leave the line silent.
 * ``PAUSE`` (pause-then-decide, ``turns.bargein_pause`` and a playback that can pause: file
-  and stream modes both can): on the first evidence of caller speech the bot's audio is paused at once
-  (``PlaybackHandle.pause()``), then decided on: ``INTERRUPT`` once the speech lasted
-  ``turns.bargein_confirm_ms`` or the recognizer has real words; ``UNPAUSE``
+  and stream modes both can): on the first evidence of caller speech the bot's audio is
+  paused at once (``PlaybackHandle.pause()``), then decided on: ``INTERRUPT`` once the
+  speech lasted ``turns.bargein_confirm_ms`` or the recognizer has real words; ``UNPAUSE``
   (``PlaybackHandle.unpause()``: the audio continues exactly where it stopped) when the
   speech ended with nothing or only backchannel words. Every pause is bounded: the
   ``PAUSE_TIMEOUT`` signal (``turns.bargein_pause_max_ms`` after the pause) always decides.
