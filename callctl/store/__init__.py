@@ -37,7 +37,7 @@ from callctl.store.reconciliation import (
 def open_store(cfg: StoreConfig, metrics: Metrics | None = None) -> SessionStore:
     """A started-ready store: ``RedisStore`` if ``cfg.redis_url`` is set, else ``MemoryStore``
     (demo only; it logs that once on ``start()``). Call ``start()`` then, at exit, ``close()``.
-    ValueError (password-free) for a malformed URL."""
+    StoreUrlError (a ValueError, password-free) for a malformed URL."""
     if cfg.redis_url:
         from callctl.store.redis import RedisStore
 

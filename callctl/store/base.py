@@ -57,6 +57,11 @@ class StoreUnavailable(StoreError):
     """Redis did not answer (down, timeout, failover). Retry later; calls go on meanwhile."""
 
 
+class StoreUrlError(StoreError, ValueError):
+    """``store.redis_url`` cannot be used (malformed, wrong scheme); the message is one line
+    without the password. Not retryable: fix the setting (the daemon exits 1 at start-up)."""
+
+
 class StoreDataError(StoreError):
     """A stored value is not what callctl writes (foreign or corrupt data). Not retryable."""
 

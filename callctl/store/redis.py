@@ -30,7 +30,7 @@ from redis.retry import Retry
 
 from callctl.config import StoreConfig, mask_url
 from callctl.metrics import Metrics
-from callctl.store.base import Op, SessionStore, StoreUnavailable
+from callctl.store.base import Op, SessionStore, StoreUnavailable, StoreUrlError
 from callctl.store.writer import Entry, StoreWriter
 
 T = TypeVar("T")
@@ -65,11 +65,11 @@ class SentinelTarget:
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
-    """``redis://:pw@h1:26379,h2:26379/0`` → SentinelTarget. ValueError (password-free text)
+    """``redis://:pw@h1:26379,h2:26379/0`` → SentinelTarget. StoreUrlError (password-free text)
     if the URL is not of that form."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("redis", "rediss"):
-        raise ValueError(f"sentinel URL {mask_url(url)!r}: must start with redis:// or rediss://")
+        raise StoreUrlError(f"sentinel URL {mask_url(url)!r}: must start with redis:// or rediss://")
     creds, at, hostpart = rest.rpartition("@")
     username = password = None
     if at:
@@ -81,14 +81,14 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     try:
         db = int(path) if path else 0
     except ValueError:
-        raise ValueError(f"sentinel URL {mask_url(url)!r}: database {path!r} is not a number")
+        raise StoreUrlError(f"sentinel URL {mask_url(url)!r}: database {path!r} is not a number")
     sentinels = []
     for h in hosts.split(","):
         host, _, port = h.strip().rpartition(":")
         if not host:
             host, port = h.strip(), "26379"
         if not host or not port.isdigit():
-            raise ValueError(f"sentinel URL {mask_url(url)!r}: bad sentinel address {h!r}")
+            raise StoreUrlError(f"sentinel URL {mask_url(url)!r}: bad sentinel address {h!r}")
         sentinels.append((host.strip("[]"), int(port)))
     return SentinelTarget(tuple(sentinels), username, password, db, scheme == "rediss")
 
@@ -103,14 +103,15 @@ def _password_of(cfg: StoreConfig) -> str | None:
 
 
 def connect(cfg: StoreConfig) -> redis.Redis:
-    """A redis-py client for ``cfg`` (no I/O yet). ValueError for a malformed URL."""
+    """A redis-py client for ``cfg`` (no I/O yet). StoreUrlError (a ValueError) for a
+    malformed URL."""
     common: dict[str, Any] = {
         "socket_timeout": cfg.timeout_s, "socket_connect_timeout": cfg.timeout_s,
         "retry": Retry(NoBackoff(), 0), "decode_responses": True,
         "health_check_interval": 0,
     }
     if not cfg.redis_url:
-        raise ValueError("store.redis_url is empty")
+        raise StoreUrlError("store.redis_url is empty")
     if cfg.tls_ca_file and cfg.redis_url.startswith("rediss://") and not cfg.sentinel_master:
         common["ssl_ca_certs"] = cfg.tls_ca_file
     if cfg.sentinel_master:
@@ -128,7 +129,7 @@ def connect(cfg: StoreConfig) -> redis.Redis:
     try:
         return redis.Redis.from_url(cfg.redis_url, **common)
     except ValueError as e:
-        raise ValueError(f"store.redis_url {mask_url(cfg.redis_url)!r}: "
+        raise StoreUrlError(f"store.redis_url {mask_url(cfg.redis_url)!r}: "
                          f"{str(e).replace(cfg.redis_url, '***')}") from None
 
 
