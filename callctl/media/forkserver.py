@@ -454,9 +454,11 @@ class ForkServer:
                 self._error("metadata")
                 self.log.info("fork metadata is not a JSON object", call_uuid=uuid,
                               error=str(e))
-            if meta is not None:
-                rate = int(meta.get("sampleRate", rate))
-                mix = str(meta.get("mix", mix))
+            if meta is not None:      # a key that is absent or null keeps the registered one
+                if meta.get("sampleRate") is not None:
+                    rate = int(meta["sampleRate"])
+                if meta.get("mix") is not None:
+                    mix = str(meta["mix"])
         call.inbox.put_control(ForkConnected(uuid, meta, text, call.connections > 1, now))
         return PcmDecoder(rate, MIX_CHANNELS[mix], self.sample_rate)
 
