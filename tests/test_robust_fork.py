@@ -28,7 +28,13 @@ from wsproto.events import (
     TextMessage,
 )
 
-from callctl.media.audio import AudioFormatError, MetadataError, parse_metadata
+from callctl.media.audio import (
+    AudioFormatError,
+    AudioFrame,
+    ForkClosed,
+    MetadataError,
+    parse_metadata,
+)
 from callctl.sim import callers
 from callctl.sim.media import Media
 
@@ -114,11 +120,17 @@ def abuse(address: tuple[str, int], uuid: str, target: str) -> list[tuple[Any, .
         ("unknown_call", refused_status(address, "/fork/no-such-call?token=abcdefghijkl")),
         ("bad_token", refused_status(address, f"/fork/{uuid}?token=wrongwrongwrong")),
         ("bad_metadata", close_after(address, target, TextMessage(data='{"mix": ["stereo"]}'))),
+        ("null_metadata", close_after(address, target, NULLS, BytesMessage(data=bytes(320)),
+                                      CloseConnection(code=1000))),
         ("oversized", close_after(address, target, TextMessage(data="{}"),
                                   BytesMessage(data=b"\x01" * (64 * 1024 + 2)))),
         ("ws_garbage", close_after(address, target, TextMessage(data="{}"),
                                    bytes(range(256)) * 4)),
     ]
+
+
+#: null format keys mean "not given": the registered rate and mix apply
+NULLS = TextMessage(data='{"sampleRate": null, "mix": null}')
 
 
 @pytest.fixture
@@ -172,15 +184,14 @@ def test_fork_garbage_on_one_call_while_another_call_takes_its_turn(rig: Rig) ->
                                               "cause": "TRANSFERRED"}) == 1
 
     # every kind of garbage got its clear answer, every round
-    kinds = {k for k, *_ in answers}
-    assert len(answers) >= 6 and kinds == {"not_websocket", "unknown_call", "bad_token",
-                                            "bad_metadata", "oversized", "ws_garbage"}
     expected: dict[str, set[Any]] = {
         "not_websocket": {b"HTTP/1.1 400"}, "unknown_call": {404}, "bad_token": {403},
-        "bad_metadata": {1003}, "oversized": {1009}, "ws_garbage": {1002, 1007, 1009}}
+        "bad_metadata": {1003}, "null_metadata": {1000}, "oversized": {1009},
+        "ws_garbage": {1002, 1007, 1009}}
+    assert {k for k, *_ in answers} == set(expected) and len(answers) >= len(expected)
     wrong = [(k, v) for k, v in answers if v not in expected[k]]
     assert not wrong, wrong
-    rounds = len(answers) // 6
+    rounds = len(answers) // len(expected)
     for reason in ("unknown_call", "bad_token"):
         assert rig.sample("callctl_ws_rejected_total", {"reason": reason}) >= rounds
     for kind in ("not_websocket", "audio_format", "oversized", "ws_protocol", "audio_rate"):
@@ -200,3 +211,34 @@ def test_fork_garbage_on_one_call_while_another_call_takes_its_turn(rig: Rig) ->
 def test_metadata_with_a_format_key_of_the_wrong_type_is_our_error(text: str) -> None:
     with pytest.raises((AudioFormatError, MetadataError)):
         parse_metadata(text)
+
+
+@pytest.mark.parametrize("metadata,code", [
+    ('{"sampleRate": null, "mix": null}', 1000),     # absent: the fork goes on, we close
+    ('{"sampleRate": 16000, "mix": null}', 1000),
+    ('{"sampleRate": null, "mix": "stereo"}', 1000),
+    ('{"mix": []}', 1003),
+    ('{"sampleRate": "8000"}', 1003),
+    ('{"sampleRate": 44100}', 1003),
+])
+def test_fork_metadata_nulls_and_wrong_types(metadata: str, code: int) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from callctl.media.forkserver import ForkServer
+    from callctl.metrics import Metrics
+
+    server = ForkServer(Metrics(CollectorRegistry()), port=0, handshake_timeout_s=2)
+    server.start()
+    try:
+        url, inbox = server.register("call-1")
+        got = close_after(server.address, url[url.index("/fork/"):], TextMessage(data=metadata),
+                          BytesMessage(data=bytes(6400)), CloseConnection(code=1000))
+        assert got == code
+        seen = []
+        while (item := inbox.get(0.2)) is not None:
+            seen.append(item)
+        closed = [i for i in seen if isinstance(i, ForkClosed)]
+        assert len(closed) == 1 and closed[0].code == code
+        assert any(isinstance(i, AudioFrame) for i in seen) == (code == 1000)
+    finally:
+        server.stop()
