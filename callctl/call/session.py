@@ -362,6 +362,12 @@ class CallSession:
         h = ev.headers
         if h.get("Content-Type") == "text/disconnect-notice":
             # linger notice: the channel is down; anything else: the socket is gone
+            if h.get("Content-Disposition") == "connection-lost" \
+                    and ev.body != "closed by peer" and self.outcome == "completed":
+                # we dropped the socket: the switch's bytes broke ESL (or a socket error).
+                # The call failed, whatever cause the switch then hangs it up with.
+                self.outcome = "failed"
+                self.log.warning("call.connection_lost", reason=(ev.body or "")[:200])
             self.cause = self.cause or h.get("Hangup-Cause") or "NORMAL_CLEARING"
             self.machine.fire(Trigger.HANGUP)
             return
