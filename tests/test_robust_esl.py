@@ -46,9 +46,9 @@ def rig(tmp_path: Path, redis_url: str, vosk_engine: Any) -> Iterator[Rig]:
     yield from rig_fixture(tmp_path, redis_url, vosk_engine, flow="account")
 
 
-def abuse_one(rig: Rig, fault: bytes) -> str | None:
+def abuse_one(rig: Rig, fault: bytes) -> tuple[str, str | None]:
     """A call that hears its greeting, gets a foreign hangup event (ignored), then ``fault``;
-    returns how the switch saw it end (once the daemon forgot it too)."""
+    returns its uuid and how the switch saw it end (once the daemon forgot it too)."""
     call, _ = rig.call([callers.wait_answer(), callers.pause(60)])
     with gevent.Timeout(10):
         while not call.heard():
@@ -62,13 +62,13 @@ def abuse_one(rig: Rig, fault: bytes) -> str | None:
     with gevent.Timeout(10):
         while rig.daemon.registry.get(call.uuid) is not None:
             gevent.sleep(0.05)
-    return cause
+    return call.uuid, cause
 
 
 @pytest.mark.slow
 def test_malformed_esl_on_one_call_while_another_call_is_transferred(
         rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    ended: list[str | None] = []
+    ended: list[tuple[str, str | None]] = []
 
     def attacker() -> None:
         for fault, _rule in FAULTS:
@@ -94,16 +94,18 @@ def test_malformed_esl_on_one_call_while_another_call_is_transferred(
     rec = rig.store.get_call(good.uuid)
     assert rec is not None and rec.dialog_state["slots"] == {"account": "12345678"}
 
-    # each abused call ended by its own socket's fault (not a command timeout), and the log
-    # says which rule its bytes broke
+    # each abused call ended by its own socket's fault (not a command timeout), failed, and
+    # the log says which rule its bytes broke, naming the call
     out = capsys.readouterr().out.splitlines()
-    logged = [ln for ln in out if "esl.protocol_error" in ln]
+    lost = [ln for ln in out if "call.connection_lost" in ln]
     foreign = [ln for ln in out if "call.foreign_event" in ln and "not-this-call" in ln]
     assert len(foreign) == len(FAULTS) + 1, "each foreign event is logged, naming the call"
     assert len(ended) == len(FAULTS)
-    for (_fault, rule), switch_cause in zip(FAULTS, ended, strict=True):
+    for (_fault, rule), (uuid, switch_cause) in zip(FAULTS, ended, strict=True):
         assert switch_cause == "NORMAL_CLEARING", (rule, switch_cause)
-        assert any(rule in ln for ln in logged), (rule, logged)
+        assert any(rule in ln and uuid in ln for ln in lost), (rule, lost)
+    assert rig.sample("callctl_calls_total", {"route": "account", "outcome": "failed",
+                                              "cause": "NORMAL_CLEARING"}) == len(FAULTS)
     errors = {k: rig.sample("callctl_protocol_errors_total",
                             {"source": "esl_outbound", "kind": k})
               for k in ("bad_frame", "unknown_content_type", "truncated", "timeout")}
