@@ -40,7 +40,13 @@ reports the marks in it as ``cleared``), and every frame and mark sent but not y
 out, as far as the pacing clock says (sent at lead ``t``: heard from ``t``), goes back to
 the front of the queue; ``unpause()`` starts pacing again from there, so the caller hears
 the reply go on from where it stopped (give or take one 20 ms frame, and the module's
-pre-buffer after an underrun). ``can_pause`` says whether a handle can pause at all.
+pre-buffer after an underrun). A frame or mark being written when the pause comes (a blocked
+write) goes back too. Known limits of a real jambonz module: killAudio clears its playout
+buffer but not its pre-buffer (< 640 samples), which plays first on unpause (up to ~60 ms of
+the audio just ahead, heard early); and it swallows as many later playout marks as it had
+pending, so after a pause a reply may end by the mark-wait bound (``mark_grace_s``), which
+therefore always applies once everything is sent. ``can_pause`` says whether a handle can
+pause at all.
 
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
@@ -467,7 +473,9 @@ class StreamPlayback(PlaybackHandle):
         self._sent: deque[tuple[float, float, bytes | _Piece]] = deque()
         self._t0: float | None = None       # the pacing clock: stream second 0 ...
         self._sent_s = 0.0                  # ... and how many seconds were sent since
-        self._holding: bytes | None = None  # the frame the pacer waits to send
+        # the item the pacer took from the outbox and is waiting to send or sending (a pause
+        # meanwhile puts it back in the outbox and sets this to None)
+        self._holding: bytes | _Piece | None = None
         self._wake = gevent.event.Event()
         self._pacer: gevent.Greenlet[Any, Any] | None = None
         self._by_name: dict[str, _Piece] = {}
@@ -511,17 +519,18 @@ class StreamPlayback(PlaybackHandle):
         marks_due: float | None = None       # everything sent: the marks are due by then
         while not self.done:
             if self.paused or not self._outbox:
-                if self.paused or not self.finished or self._t0 is None:
+                if self.paused or not self.finished:
                     marks_due = None
                     self._wake.clear()
                     self._wake.wait(1.0)
                     continue
                 # Everything is sent; wait for the playout marks, but not forever (a module
-                # that does not echo marks would otherwise leave the reply "playing").
+                # that does not echo marks, or a pause that cleared them when the pacing clock
+                # said they had played out, would otherwise leave the reply "playing").
                 now = time.monotonic()
                 if marks_due is None:
-                    marks_due = (now + max(0.0, self._sent_s - (now - self._t0))
-                                 + self.mark_grace_s)
+                    left = 0.0 if self._t0 is None else self._sent_s - (now - self._t0)
+                    marks_due = now + max(0.0, left) + self.mark_grace_s
                 if now >= marks_due:
                     self._marks_missing()
                     return
@@ -532,10 +541,14 @@ class StreamPlayback(PlaybackHandle):
             item = self._outbox.popleft()
             if isinstance(item, _Piece):
                 item.state = "playing"
+                self._holding = item
                 if self.send_text(json.dumps({"type": "mark", "data": {"name": item.event_uuid}},
                                              separators=(",", ":"))) is False:
                     self._fork_gone()
                     return
+                if self._holding is None:         # paused during the write: it goes again
+                    continue
+                self._holding = None
                 if self._t0 is not None:
                     self._sent.append((self._t0 + self._sent_s, 0.0, item))
                 continue
@@ -543,19 +556,23 @@ class StreamPlayback(PlaybackHandle):
             if self._t0 is None or now - self._t0 > self._sent_s:  # first, or behind: re-anchor
                 self._t0, self._sent_s = now, 0.0
             ahead = self._sent_s - (now - self._t0)
+            self._holding = item
             if ahead > self.lead_s:
-                self._holding = item
                 gevent.sleep(ahead - self.lead_s)
                 if self.done:
                     break
                 if self._holding is None:         # a pause while we waited queued it again
                     continue
-                self._holding = None
             if self.send_binary(item) is False:
                 self._fork_gone()
                 return
             if self.cmd_sent is None:
                 self._mark_cmd_sent(time.monotonic())    # started: at the first mark echo
+            if self.done:
+                break
+            if self._holding is None:   # paused during the write (it blocked): the module
+                continue                # dropped this frame with the killAudio; it goes again
+            self._holding = None
             length = len(item) / bytes_per_s
             self._sent.append((self._t0 + self._sent_s, length, item))
             self._sent_s += length
@@ -605,8 +622,10 @@ class StreamPlayback(PlaybackHandle):
         if piece is None or data.get("event") != "playout":
             return
         piece.state = "done"
-        if self.started is None and self.cmd_sent is not None and not self.pauses:
+        if self.started is None and self.cmd_sent is not None:
             # the module played everything up to the end of this piece: it began that long ago
+            # (a pause after the first frame has set ``started`` already; one before it
+            # paused nothing the caller heard)
             played = sum(p.duration_s for p in self.pieces[:piece.index + 1])
             self._mark_started(max(self.cmd_sent, time.monotonic() - played))
         if not self.done:
