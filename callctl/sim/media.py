@@ -26,8 +26,9 @@ Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
   ``STREAM_GAP_S`` (``stream_interrupted``). The module cannot tell a pause from a cut: a
   daemon pauses a stream by killAudio and later sends the unheard audio again. So, as the
   caller's ear would, a cut stretch whose audio comes back (the next stretch, within
-  ``STREAM_PAUSE_S``, starts with one of the last frames heard before the cut) is recorded
-  as ``paused`` instead of ``interrupted``, like a file paused with uuid_fileman.
+  ``STREAM_PAUSE_S``, starts with 20 ms of audio found, at any sample offset, in the last
+  frames heard before the cut) is recorded as ``paused`` instead of ``interrupted``, like a
+  file paused with uuid_fileman.
 """
 
 from __future__ import annotations
@@ -239,12 +240,14 @@ class Media:
     def _stream_began(self, key: str, frame: Samples, t: float) -> None:
         """A new stream stretch: if killAudio cut the previous one at most
         ``STREAM_PAUSE_S`` ago and this one starts with audio the caller heard at the cut
-        (one of its last ``STREAM_TAIL_FRAMES`` frames, not silence), the bot went on where
-        it stopped (a daemon's pause re-sends from there): that stretch ended paused."""
+        (found anywhere in its last ``STREAM_TAIL_FRAMES`` frames, not silence: the daemon
+        frames each piece on its own, so what it re-sends need not start on one of our frame
+        boundaries), the bot went on where it stopped (a daemon's pause re-sends from
+        there): that stretch ended paused."""
         cut = self._stream_cut.pop(key, None)
         tail = self._stream_tail.get(key, ())
         if cut is not None and t - self._heard[cut].end <= STREAM_PAUSE_S / self.speed \
-                and any(_same_audio(frame, f) for f in tail):
+                and _heard_within(frame, list(tail)):
             self._heard[cut] = dataclasses.replace(self._heard[cut], interrupted=False,
                                                    paused=True)
         self._stream_tail[key] = deque(maxlen=STREAM_TAIL_FRAMES)
@@ -463,12 +466,18 @@ class Media:
         return audiofork.run_command(self.forks, [self.signals.uuid, *argv])
 
 
-def _same_audio(a: Samples, b: Samples) -> bool:
-    """The same (non-silent) 20 ms of audio, allowing for a resampler's different state."""
-    if len(a) != len(b):
+def _heard_within(frame: Samples, tail: list[Samples]) -> bool:
+    """``frame`` is (non-silent) audio found in ``tail`` (consecutive frames) at some sample
+    offset, allowing for a resampler's different state."""
+    if not tail or not len(frame):
         return False
-    x, y = a.astype(np.int32), b.astype(np.int32)
-    peak = int(np.max(np.abs(y))) if len(y) else 0
-    if peak < 64:                                   # silence: proves nothing
+    heard = np.concatenate(tail).astype(np.int32)
+    if len(heard) < len(frame):
         return False
-    return int(np.max(np.abs(x - y))) <= max(32, peak // 10)
+    x = frame.astype(np.int32)
+    if int(np.max(np.abs(x))) < 64:                 # silence: proves nothing
+        return False
+    windows = np.lib.stride_tricks.sliding_window_view(heard, len(x))
+    peaks = np.max(np.abs(windows), axis=1)
+    diffs = np.max(np.abs(windows - x), axis=1)
+    return bool(np.any((peaks >= 64) & (diffs <= np.maximum(32, peaks // 10))))

@@ -184,3 +184,18 @@ def test_other_audio_after_a_kill_leaves_it_a_cut(
     conn.send_bytes(bytes(8000) if after == "silence" else _audio(0.5))
     wait_until(lambda: len(_streams(m)) == 2)
     assert [(h.interrupted, h.paused) for h in _streams(m)] == [(True, False), (False, False)]
+
+
+def test_audio_that_comes_back_off_the_frame_grid_was_a_pause(
+        streaming: tuple[Media, RecordingSignals, WsConn]) -> None:
+    """The daemon frames each piece of a reply on its own, so after a piece whose length is
+    not a whole number of 20 ms frames its frames straddle the module's: audio re-sent after
+    a pause starts between two frames the caller heard. Still the same audio coming back."""
+    m, sig, conn = streaming
+    reply = _chirp(1.0)
+    last = _cut_after(m, sig, conn, reply, 0.3)
+    gevent.sleep(0.3)
+    conn.send_bytes(reply[(last - 1) * 160 + 50:].tobytes())     # again, off the grid
+    wait_until(lambda: len(_streams(m)) == 2)
+    first, _second = _streams(m)
+    assert first.paused and not first.interrupted
