@@ -426,7 +426,7 @@ class ForkServer:
                         if not payload:
                             call.inbox.put_control(ForkDrained(now))
                         else:
-                            self._audio(call, decoder, monitor, payload, now)
+                            self._audio(call, decoder, monitor, payload, now, log)
                     buf, size = [], 0
                 elif isinstance(event, Ping):
                     conn.send(event.response())
@@ -463,12 +463,16 @@ class ForkServer:
         return PcmDecoder(rate, MIX_CHANNELS[mix], self.sample_rate)
 
     def _audio(self, call: _Call, decoder: PcmDecoder, monitor: RateMonitor | None,
-               payload: bytes, now: float) -> None:
+               payload: bytes, now: float, log: Any) -> None:
         samples = decoder.decode(payload)
         if monitor is not None:
             suspect = monitor.feed(len(payload), now)
             if suspect is not None:
                 self._error("audio_rate")
+                log.warning("fork: audio faster than its declared format",
+                            expected_bytes_per_s=round(suspect[0]),
+                            observed_bytes_per_s=round(suspect[1]),
+                            declared_rate=decoder.in_rate, channels=decoder.channels)
                 call.inbox.put_control(AudioRateSuspect(*suspect, at=now))
         if len(samples):
             call.inbox.put_audio(AudioFrame(samples, self.sample_rate, now))
