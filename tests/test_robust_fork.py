@@ -139,7 +139,8 @@ def rig(tmp_path: Path, redis_url: str, whisper_engine: Any) -> Iterator[Rig]:
 
 
 @pytest.mark.slow
-def test_fork_garbage_on_one_call_while_another_call_takes_its_turn(rig: Rig) -> None:
+def test_fork_garbage_on_one_call_while_another_call_takes_its_turn(
+        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
     abused, _ = rig.call([callers.wait_answer(), callers.pause(60)])
     with gevent.Timeout(10):
         while not rig.voice.forks.connected(abused.uuid):
@@ -197,6 +198,10 @@ def test_fork_garbage_on_one_call_while_another_call_takes_its_turn(rig: Rig) ->
     for kind in ("not_websocket", "audio_format", "oversized", "ws_protocol", "audio_rate"):
         assert rig.sample("callctl_protocol_errors_total",
                           {"source": "fork", "kind": kind}) >= 1, kind
+    out = capsys.readouterr().out.splitlines()
+    for says in ("audio faster than its declared format", "unusable audio format",
+                 "message too big"):       # logged with the call they were sent for
+        assert any(says in ln and abused.uuid in ln for ln in out), says
 
     # the abused call lost its fork, not its life: it is up until its caller hangs up
     assert rig.daemon.registry.get(abused.uuid) is not None
