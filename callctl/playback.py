@@ -43,10 +43,13 @@ the reply go on from where it stopped (give or take one 20 ms frame, and the mod
 pre-buffer after an underrun). A frame or mark being written when the pause comes (a blocked
 write) goes back too. Known limits of a real jambonz module: killAudio clears its playout
 buffer but not its pre-buffer (< 640 samples), which plays first on unpause (up to ~60 ms of
-the audio just ahead, heard early); and it swallows as many later playout marks as it had
-pending, so after a pause a reply may end by the mark-wait bound (``mark_grace_s``), which
-therefore always applies once everything is sent. ``can_pause`` says whether a handle can
-pause at all.
+the audio just ahead, heard early); and after any killAudio (a pause, or a cut in an
+earlier reply on the same fork) it hands the names of the marks it dropped to the next
+markers that play, silently, so later names are reported a marker late and the last ones
+not at all (the emulator does the same). A reply whose marks do not all come back ends by
+the mark-wait bound: ``mark_grace_s`` (0.3 s) after the pacing clock says its audio has
+played, which therefore always applies once everything is sent. Late names only ever mark
+pieces done late, never early. ``can_pause`` says whether a handle can pause at all.
 
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
@@ -459,7 +462,7 @@ class StreamPlayback(PlaybackHandle):
                  send_text: Callable[[str], object],
                  rate: int, turn: Turn | None = None, metrics: Metrics | None = None,
                  interruptible: bool = True, call_uuid: str = "", frame_ms: int = 20,
-                 lead_ms: int = 200, mark_grace_s: float = 1.0, tail_ms: int = 200) -> None:
+                 lead_ms: int = 200, mark_grace_s: float = 0.3, tail_ms: int = 200) -> None:
         super().__init__(turn, metrics, interruptible, call_uuid)
         self.send_binary = send_binary
         self.send_text = send_text

@@ -436,7 +436,14 @@ class Fork:
         self._stream_odd = b""
         self._stream_rs = (soxr.ResampleStream(bidi_rate, host.rate, 1, dtype="int16")
                            if bidi_rate and bidi_rate != host.rate else None)
-        self._marks: deque[tuple[int, str]] = deque()
+        # marks as the jambonz module keeps them (lws_glue.cpp): names received with no audio
+        # after them yet; names whose marker sits in the stream (at these sample positions,
+        # in order); names a killAudio/clearMarks cleared, which the next markers that reach
+        # playout consume silently before any name in use
+        self._mark_inventory: deque[str] = deque()
+        self._marks_in_use: deque[str] = deque()
+        self._marker_pos: deque[int] = deque()
+        self._marks_cleared: deque[str] = deque()
 
     # -- lifecycle ------------------------------------------------------------------------
     def _set_state(self, new: ForkState) -> None:
@@ -714,10 +721,14 @@ class Fork:
             self._fire("kill_audio")
         elif kind == "mark" and self.variant == "jambonz":
             name = data.get("name") if isinstance(data, dict) else None
-            if isinstance(name, str) and len(self._marks) < MAX_MARKS:
-                self._marks.append((self._stream_pos + len(self._stream), name))
+            if isinstance(name, str) \
+                    and len(self._marks_in_use) + len(self._mark_inventory) < MAX_MARKS:
+                self._mark_inventory.append(name)
         elif kind == "clearMarks" and self.variant == "jambonz":
-            self._marks.clear()
+            self._marks_cleared.extend(self._marks_in_use)
+            self._marks_cleared.extend(self._mark_inventory)
+            self._marks_in_use.clear()
+            self._mark_inventory.clear()
         else:
             self.host.log.info("sim.fork_unsupported_msg", bug=self.bug, type=kind)
 
@@ -769,6 +780,11 @@ class Fork:
         x = np.frombuffer(data[:cut], "<i2").astype(np.int16)
         if self._stream_rs is not None:
             x = np.asarray(self._stream_rs.resample_chunk(x), np.int16)
+        # marks received since the last audio go in front of this audio
+        for name in self._mark_inventory:
+            self._marker_pos.append(self._stream_pos + len(self._stream))
+            self._marks_in_use.append(name)
+        self._mark_inventory.clear()
         room = int(MAX_STREAM_S * self.host.rate) - len(self._stream)
         if room <= 0:
             return
@@ -776,10 +792,16 @@ class Fork:
 
     def pull_stream(self, n: int) -> Samples | None:
         """Next ``n`` samples of streamed audio for the caller, or None (pre-buffering or
-        empty). Sends mark ``playout`` texts as playout passes them."""
+        empty). Sends mark ``playout`` texts as playout passes their markers; a marker takes
+        a cleared name first (silently: jambonz reports nothing for it), so after a kill the
+        next markers to play may report nothing. With nothing to play and no marker pending,
+        one mark received after the last audio is reported played per frame."""
         if not self._stream_playing:
             threshold = 640 if self._stream_started_once else 1280
             if len(self._stream) < threshold * self.host.rate // 8000:
+                if not self._marks_in_use and not self._marks_cleared \
+                        and self._mark_inventory:
+                    self._mark_text(self._mark_inventory.popleft(), "playout")
                 return None
             self._stream_playing = self._stream_started_once = True
         out = np.zeros(n, np.int16)
@@ -789,18 +811,29 @@ class Fork:
         self._stream_pos += take
         if not len(self._stream):
             self._stream_playing = False
-        while self._marks and self._marks[0][0] <= self._stream_pos:
-            self._mark_text(self._marks.popleft()[1], "playout")
+        while self._marker_pos and self._marker_pos[0] <= self._stream_pos:
+            self._marker_pos.popleft()
+            if self._marks_cleared:
+                self._marks_cleared.popleft()
+            elif self._marks_in_use:
+                self._mark_text(self._marks_in_use.popleft(), "playout")
         return out if take else None
 
     def clear_stream(self, report_marks: bool) -> None:
-        """killAudio / stop_play: discard streamed audio (and report pending marks)."""
+        """killAudio (``report_marks``) / stop_play: discard the streamed audio and the markers
+        in it. killAudio reports every pending mark ``cleared`` and keeps the names whose
+        markers it dropped as cleared (the next markers to play consume them silently);
+        stop_play leaves the names in use, so later markers report them."""
         self._stream_pos += len(self._stream)
         self._stream = np.zeros(0, np.int16)
         self._stream_playing = False
+        self._marker_pos.clear()
         if report_marks:
-            while self._marks:
-                self._mark_text(self._marks.popleft()[1], "cleared")
+            for name in (*self._marks_in_use, *self._mark_inventory):
+                self._mark_text(name, "cleared")
+            self._marks_cleared.extend(self._marks_in_use)
+            self._marks_in_use.clear()
+            self._mark_inventory.clear()
         interrupted = getattr(self.host, "stream_interrupted", None)
         if interrupted is not None:
             interrupted(self.bug)

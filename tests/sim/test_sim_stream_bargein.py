@@ -6,6 +6,7 @@ kill (a daemon's pause) makes the cut a pause. Real WebSocket on loopback."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,3 +200,43 @@ def test_audio_that_comes_back_off_the_frame_grid_was_a_pause(
     wait_until(lambda: len(_streams(m)) == 2)
     first, _second = _streams(m)
     assert first.paused and not first.interrupted
+
+
+def _mark_events(conn: WsConn) -> list[tuple[str, str]]:
+    out = []
+    for t in conn.texts():
+        msg = json.loads(t)
+        if msg.get("type") == "mark":
+            out.append((msg["data"]["name"], msg["data"]["event"]))
+    return out
+
+
+def test_after_a_kill_the_next_markers_played_report_nothing(
+        streaming: tuple[Media, RecordingSignals, WsConn]) -> None:
+    """As jambonz does: a killAudio reports the pending marks cleared and keeps the names of
+    those already in the stream; the next markers to reach playout consume them first,
+    silently, so every later name is reported one marker late (m2 when m3's marker plays)
+    and the last one not at all."""
+    m, sig, conn = streaming
+    conn.send_bytes(_audio(0.3))
+    conn.send_text('{"type":"mark","data":{"name":"m1"}}')
+    conn.send_bytes(_audio(0.3))                       # m1's marker is now in the stream
+    wait_until(lambda: bool(_streams(m)))
+    _kill(sig, conn)
+    wait_until(lambda: ("m1", "cleared") in _mark_events(conn))
+    for name in ("m2", "m3"):
+        conn.send_bytes(_audio(0.1))
+        conn.send_text(json.dumps({"type": "mark", "data": {"name": name}}))
+    conn.send_bytes(_audio(0.2))
+    wait_until(lambda: ("m2", "playout") in _mark_events(conn))
+    wait_until(lambda: _dry_for(m, 0.1))
+    assert _mark_events(conn) == [("m1", "cleared"), ("m2", "playout")]
+
+
+def test_a_mark_with_no_audio_after_it_is_reported_once_the_stream_is_empty(
+        streaming: tuple[Media, RecordingSignals, WsConn]) -> None:
+    m, _sig, conn = streaming
+    conn.send_bytes(_audio(0.3))
+    conn.send_text('{"type":"mark","data":{"name":"end"}}')
+    wait_until(lambda: ("end", "playout") in _mark_events(conn))
+    assert _dry_for(m, 0.0)                           # only once the audio had played
