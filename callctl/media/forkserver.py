@@ -358,6 +358,13 @@ class ForkServer:
             log.error("fork: call inbox stuck; closing fork", error=str(e))
             code, reason = 1011, "consumer stuck"
             conn.close(code, reason)
+        except OSError:
+            raise                                   # the socket itself: _handle logs it
+        except Exception as e:                      # our bug: this fork ends, cleanly
+            self._error("internal")
+            log.exception("fork: internal error; closing fork", error=repr(e))
+            code, reason = 1011, "internal error"
+            conn.close(code, reason)
         finally:
             conn.closed = True
             if call.conn is conn:

@@ -428,3 +428,30 @@ def test_peer_that_ignores_our_close_is_cut_off(fork_server: ForkServer,
     while c.sock.recv(4096):
         pass
     assert time.monotonic() - start < 4.5  # EOF: the server dropped the connection
+
+
+
+def test_an_internal_error_ends_only_that_fork_with_1011(
+        fork_server: ForkServer, fork_client: Callable, metrics: Metrics,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception we did not foresee (injected: our metadata handling fails) closes that
+    fork with Close 1011, is counted and logged with the call, tells the call (ForkClosed)
+    and leaves the server serving."""
+    def a_bug_of_ours(*args: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    url, inbox = fork_server.register(UUID)
+    monkeypatch.setattr(fork_server, "_connected", a_bug_of_ours)
+    c = fork_client(url)
+    assert isinstance(c.connect(), AcceptConnection)
+    c.text("{}")
+    events = c.read_events()
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1011
+    assert value(metrics, "callctl_protocol_errors_total", source="fork", kind="internal") == 1
+    closed = [i for i in drain(inbox) if isinstance(i, ForkClosed)]
+    assert closed and closed[0].code == 1011
+    monkeypatch.undo()
+    again = fork_client(url)
+    assert isinstance(again.connect(), AcceptConnection)              # still serving
+    again.text("{}")
+    assert isinstance(drain(inbox)[0], ForkConnected)
