@@ -30,13 +30,21 @@ def post_webhook(hook: Webhook, call_uuid: str, log: Any, pool: ThreadPool) -> N
                                  headers={"Content-Type": "application/json"})
     deadline = hook.deadline_ms / 1000
 
-    def post() -> int:
-        with urllib.request.urlopen(req, timeout=deadline) as resp:
-            resp.read(4096)
-            return int(resp.status)
+    def post() -> int | Exception:
+        # the failure comes back as a value: raised in a pool thread, gevent would also
+        # print its traceback to stderr on top of our one-line warning
+        try:
+            with urllib.request.urlopen(req, timeout=deadline) as resp:
+                resp.read(4096)
+                return int(resp.status)
+        except Exception as e:
+            return e
 
     try:
-        status = pool.spawn(post).get(timeout=deadline)
-        log.info("conversation.webhook", status=status)
+        result = pool.spawn(post).get(timeout=deadline)
     except (Exception, gevent.Timeout) as e:
-        log.warning("conversation.webhook_failed", error=repr(e)[:200])
+        result = e
+    if isinstance(result, BaseException):
+        log.warning("conversation.webhook_failed", error=repr(result)[:200])
+    else:
+        log.info("conversation.webhook", status=result)
