@@ -120,7 +120,9 @@ class MediaConfig:
         between(10, 100000),
     )
     no_audio_timeout_s: float = setting(
-        5.0, "A fork that sends no audio for this long is reported and restarted.",
+        5.0, "A fork that sends no audio for this long is reported; one that is not "
+        "connected is started again (twice, this far apart), then the call is released to "
+        "the dialplan (its fallback takes the caller).",
         between(0.5, 120),
     )
 

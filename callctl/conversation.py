@@ -100,6 +100,9 @@ if TYPE_CHECKING:
 DIGIT_TIMER = "digits"
 FORK_TIMER = "fork"
 FORK_WAIT_S = 3.0     # stream mode: how long the opening waits for the fork to connect
+FORK_CHECK_TIMER = "fork_check"
+FORK_RESTARTS = 2     # a fork gone for good is started again this often, then the call is
+#                       released to the dialplan (its fallback: hold prompt, human queue)
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,6 +191,8 @@ class Conversation(BargeIn):
         self.first_audio = False
         self.latency_done: set[int] = set()
         self.ended = False
+        self.fork_url = ""
+        self.fork_restarts = 0                     # fork started again after it was lost
 
     @property
     def spoken(self) -> SpokenReply | None:
@@ -219,6 +224,7 @@ class Conversation(BargeIn):
             v.store.call_started(self.record)
             v.store.call_answered(self.record)
         url, inbox = v.forks.register(call.uuid, v.rate)
+        self.fork_url = url
         assert v.asr is not None
         self.recognizer = v.asr.acquire()
         self.vad = v.acquire_vad()
@@ -230,8 +236,7 @@ class Conversation(BargeIn):
             metrics=v.metrics, engine=v.asr, scheduler=v.decoder)
         self.listener_g = gevent.spawn(self.listener.run)
         stream = self.cfg.playback.mode == "stream"
-        call.control.audio_fork_start(url, v.rate, {"call_uuid": call.uuid},
-                                      bidi_rate=v.rate if stream else None)
+        self._start_fork()
         opening = first or self.dialog.open()
         if stream and not v.forks.connected(call.uuid):
             self.opening = opening             # spoken on ForkConnected: audio needs the fork
@@ -239,6 +244,37 @@ class Conversation(BargeIn):
             self._apply_listen()
             return
         self._reply(opening, turn=None)
+
+    def _start_fork(self) -> None:
+        """``uuid_audio_fork <uuid> start`` towards our fork server (``CallControlError`` if
+        the switch refuses)."""
+        stream = self.cfg.playback.mode == "stream"
+        self.call.control.audio_fork_start(
+            self.fork_url, self.v.rate, {"call_uuid": self.call.uuid},
+            bidi_rate=self.v.rate if stream else None)
+
+    def _fork_lost(self) -> None:
+        """No audio for ``media.no_audio_timeout_s`` and no fork connected: the caller is not
+        heard. Start the fork again (``FORK_RESTARTS`` times, ``media.no_audio_timeout_s``
+        apart); after that, release the call to the dialplan, whose fallback takes it."""
+        if self.ended or self.v.forks.connected(self.call.uuid):
+            return
+        if self.fork_restarts >= FORK_RESTARTS:
+            self.log.error("conversation.fork_lost", restarts=self.fork_restarts,
+                           action="released to the dialplan")
+            self.call.request_release("fork_lost")
+            return
+        self.fork_restarts += 1
+        self.log.warning("conversation.fork_restart", attempt=self.fork_restarts)
+        try:
+            self.call.control.audio_fork_stop()     # a bug still attached but not connected
+        except CallControlError:
+            pass
+        try:
+            self._start_fork()
+        except CallControlError as e:
+            self.log.error("conversation.fork_restart_failed", error=str(e))
+        self.call.call_later(self.cfg.media.no_audio_timeout_s, FORK_CHECK_TIMER)
 
     def _speak_opening(self, why: str) -> None:
         opening, self.opening = self.opening, None
@@ -282,6 +318,7 @@ class Conversation(BargeIn):
                 self._respond(DialogNoInput(), None)
         elif isinstance(event, NoAudio):
             self.log.warning("conversation.no_audio", seconds=round(event.seconds, 1))
+            self._fork_lost()
         elif isinstance(event, AsrFailed):
             self.v.metrics.engine_failures.labels(engine=self.cfg.asr.engine).inc()
             self.log.error("conversation.asr_failed", error=event.error)
@@ -349,6 +386,8 @@ class Conversation(BargeIn):
             self._bargein_timer(name)
         elif name == FORK_TIMER:
             self._speak_opening("timeout")
+        elif name == FORK_CHECK_TIMER:
+            self._fork_lost()
         elif name == DIGIT_TIMER and self.digits:
             self.digits = ""
             self._respond(DialogNoInput(), None)
