@@ -125,6 +125,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def exit_status(code: object) -> int:
+    """``sys.exit``'s rules: None is 0, an int is itself, anything else is printed, 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 def cli_main(argv: list[str]) -> int:
     """Parse ``argv`` and run the subcommand; returns the exit status."""
     command = next((a for a in argv if not a.startswith("-")), None)
