@@ -17,14 +17,13 @@ import gevent.socket
 import numpy as np
 import pytest
 from conversation_rig import Rig, rig_fixture
-from wsproto import ConnectionType, WSConnection
+from forkclient import ForkClient
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     RejectConnection,
-    Request,
     TextMessage,
 )
 
@@ -39,54 +38,16 @@ from callctl.sim import callers
 from callctl.sim.media import Media
 
 
-class Peer:
-    """A WebSocket client that says whatever the test wants on a fork URL's path."""
-
-    def __init__(self, address: tuple[str, int], target: str) -> None:
-        self.sock = gevent.socket.create_connection(address, timeout=5)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.target = target
-
-    def upgrade(self) -> Event:
-        """Send the upgrade mod_audio_fork sends; AcceptConnection or RejectConnection."""
-        self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target=self.target,
-                                               subprotocols=["audio.drachtio.org"])))
-        while data := self.sock.recv(65536):
-            self.ws.receive_data(data)
-            for ev in self.ws.events():
-                if isinstance(ev, AcceptConnection | RejectConnection):
-                    return ev
-        raise ConnectionError("closed during the upgrade")
-
-    def send(self, ev: Event) -> None:
-        self.sock.sendall(self.ws.send(ev))
-
-    def close_code(self, timeout: float = 3.0) -> int | None:
-        """The server's close code (None: EOF without a Close frame, or ``timeout``)."""
-        self.sock.settimeout(timeout)
-        try:
-            while data := self.sock.recv(65536):
-                self.ws.receive_data(data)
-                for ev in self.ws.events():
-                    if isinstance(ev, CloseConnection):
-                        return ev.code
-        except TimeoutError:
-            pass
-        finally:
-            self.sock.close()
-        return None
-
-
 def refused_status(address: tuple[str, int], target: str) -> int:
-    ev = Peer(address, target).upgrade()
+    ev = ForkClient(address, target).connect()
     assert isinstance(ev, RejectConnection), ev
     return ev.status_code
 
 
 def close_after(address: tuple[str, int], target: str, *frames: Event | bytes) -> int | None:
     """Take over the fork at ``target`` (accepted), send ``frames`` (bytes go raw)."""
-    peer = Peer(address, target)
-    assert isinstance(peer.upgrade(), AcceptConnection)
+    peer = ForkClient(address, target)
+    assert isinstance(peer.connect(), AcceptConnection)
     for f in frames:
         if isinstance(f, bytes):
             peer.sock.sendall(f)
@@ -97,8 +58,8 @@ def close_after(address: tuple[str, int], target: str, *frames: Event | bytes) -
 
 def too_fast(address: tuple[str, int], target: str, seconds: float = 2.3) -> None:
     """Declared 8 kHz mono, sent at four times that byte rate for ``seconds``."""
-    peer = Peer(address, target)
-    assert isinstance(peer.upgrade(), AcceptConnection)
+    peer = ForkClient(address, target)
+    assert isinstance(peer.connect(), AcceptConnection)
     peer.send(TextMessage(data=json.dumps({"sampleRate": 8000, "mix": "mono"})))
     frame = (np.sin(np.arange(640) * 0.3) * 3000).astype("<i2").tobytes()   # 80 ms of 8 kHz
     end = time.monotonic() + seconds
