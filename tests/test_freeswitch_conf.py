@@ -217,7 +217,7 @@ def test_dialplan_sends_dids_to_callctl_socket(tree: tuple[Assembled, ET.Element
     for cfg in (config.from_mapping({}, env={}), example):
         want = f"{cfg.esl.listen_host}:{cfg.esl.listen_port} async full"
         sockets = [d for app, d in _callctl_actions(root) if app == "socket"]
-        assert sockets == [want, want]
+        assert sockets == [want, want, want]   # offer, re-offer at once, after the hold
     cond = root.find(".//extension[@name='callctl']/condition")
     assert cond is not None and cond.get("field") == "destination_number"
     for route in example.routes:
@@ -235,7 +235,9 @@ def test_dialplan_fallback_chain(tree: tuple[Assembled, ET.Element]) -> None:
     assert before["continue_on_fail"] == "true"
     assert "send_silence_when_idle" in before
     fallback = [app for app in apps[first_socket + 1:] if app not in ("log", "set")]
-    assert fallback == ["answer", "playback", "socket", "bridge", "hangup"]
+    assert fallback == ["socket", "answer", "playback", "socket", "bridge", "hangup"]
+    hold = dict(actions)["playback"]
+    assert hold == a.vars["callctl_hold_prompt"] and hold.startswith("tone_stream://")
     assert actions[-1] == ("hangup", "NORMAL_TEMPORARY_FAILURE")
     bridge = dict(actions)["bridge"]
     assert bridge == a.vars["callctl_human_dialstring"]
