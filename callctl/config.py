@@ -112,8 +112,17 @@ class MediaConfig:
     listen_host: str = setting("127.0.0.1", "mod_audio_fork WebSocket server address.")
     listen_port: int = setting(8041, "mod_audio_fork WebSocket server port.", port())
     public_url: str = setting(
-        "ws://127.0.0.1:8041", "Base URL FreeSWITCH uses to reach the WebSocket server."
+        "", "Base URL FreeSWITCH uses to reach the WebSocket server (empty: "
+        "ws://<listen_host>:<listen_port>, loopback for a wildcard listen_host)."
     )
+
+    @property
+    def fork_base_url(self) -> str:
+        """``public_url``, or the URL of the listening address when it is empty."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::", "") else self.listen_host
+        return f"ws://{host}:{self.listen_port}"
     sample_rate: int = setting(8000, "Rate asked of mod_audio_fork (Hz).", one_of(8000, 16000))
     inbox_frames: int = setting(
         500, "Per-call bound of queued 20 ms audio frames; overflow drops oldest.",

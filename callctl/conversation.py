@@ -247,11 +247,26 @@ class Conversation(BargeIn):
 
     def _start_fork(self) -> None:
         """``uuid_audio_fork <uuid> start`` towards our fork server (``CallControlError`` if
-        the switch refuses)."""
+        the switch refuses twice). mod_audio_fork refuses a start while a bug of the same
+        name is on the channel (one left by a fork that never connected, before the call was
+        released and offered again): that bug is stopped and the start tried once more."""
         stream = self.cfg.playback.mode == "stream"
-        self.call.control.audio_fork_start(
-            self.fork_url, self.v.rate, {"call_uuid": self.call.uuid},
-            bidi_rate=self.v.rate if stream else None)
+
+        def start() -> None:
+            self.call.control.audio_fork_start(
+                self.fork_url, self.v.rate, {"call_uuid": self.call.uuid},
+                bidi_rate=self.v.rate if stream else None)
+
+        try:
+            start()
+        except CallControlError as e:
+            self.log.warning("conversation.fork_start_refused", error=str(e),
+                             action="stop the channel's fork, start again")
+            try:
+                self.call.control.audio_fork_stop()
+            except CallControlError:
+                pass
+            start()
 
     def _fork_lost(self) -> None:
         """No audio for ``media.no_audio_timeout_s`` and no fork connected: the caller is not
@@ -262,6 +277,10 @@ class Conversation(BargeIn):
         if self.fork_restarts >= FORK_RESTARTS:
             self.log.error("conversation.fork_lost", restarts=self.fork_restarts,
                            action="released to the dialplan")
+            try:
+                self.call.control.audio_fork_stop()     # the call is no longer ours
+            except CallControlError:
+                pass
             self.call.request_release("fork_lost")
             return
         self.fork_restarts += 1

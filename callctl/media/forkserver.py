@@ -209,7 +209,7 @@ class ForkServer:
     @classmethod
     def from_config(cls, cfg: MediaConfig, metrics: Metrics) -> ForkServer:
         """A server with the ``[media]`` settings (call ``start()`` to listen)."""
-        return cls(metrics, cfg.listen_host, cfg.listen_port, cfg.public_url, cfg.sample_rate,
+        return cls(metrics, cfg.listen_host, cfg.listen_port, cfg.fork_base_url, cfg.sample_rate,
                    cfg.inbox_frames)
 
     # -- lifecycle ------------------------------------------------------------------------------
