@@ -109,4 +109,6 @@ def test_transfer_from_the_noc_cli_reaches_the_humans_extension(node: Node) -> N
     assert call.wait_hangup(15) == "NORMAL_TEMPORARY_FAILURE"
     end = wait_for("call.end", lambda: _events(node, "call.end", call.uuid), 10)[0]
     assert end["outcome"] == "transferred"
-    assert "humans" in node.fs.log_text()
+    mine = [ln for ln in node.fs.log_text().splitlines() if ln.startswith(call.uuid or "-")]
+    assert any("to XML[operator@default]" in ln for ln in mine)
+    assert any("bridge(error/USER_BUSY)" in ln for ln in mine)
