@@ -35,10 +35,10 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from prometheus_client import make_wsgi_app
 
+from callctl.causes import HANGUP_CAUSES, unknown_cause_hint
 from callctl.config import Config
 from callctl.log import get_logger
 from callctl.metrics import Metrics
-from callctl.noc import HANGUP_CAUSES
 
 #: Upper bound of simultaneous HTTP connections (scrapes, probes, NOC CLI).
 MAX_CONNECTIONS = 64
@@ -221,8 +221,7 @@ class HttpServer:
         if not isinstance(cause, str) or not _CAUSE.match(cause):
             return 400, {"error": "cause must be a hangup cause name like NORMAL_CLEARING"}
         if cause not in HANGUP_CAUSES:      # not a cause FreeSWITCH knows: it would not use it
-            return 400, {"error": f"unknown hangup cause {cause!r} (e.g. NORMAL_CLEARING, "
-                                  "CALL_REJECTED, USER_BUSY)"}
+            return 400, {"error": f"unknown hangup cause {cause!r}: {unknown_cause_hint(cause)}"}
         if self._hangup is None:
             return 503, {"error": "hangup not available yet"}
         with gevent.Timeout(self.handler_timeout_s):

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callctl import log as log_mod
+from callctl.causes import HANGUP_CAUSES, unknown_cause_hint
 from callctl.config import Config, MetricsConfig, mask_url
 from callctl.log import mask_number
 from callctl.metrics import HOPS
@@ -50,16 +51,6 @@ from callctl.store import (
     TurnRecord,
     open_store,
 )
-
-#: FreeSWITCH hangup cause names accepted by ``hangup --cause`` (PROTOCOL.md §3.3,
-#: ``switch_call_cause_t``), with their Q.850 / FreeSWITCH codes.
-HANGUP_CAUSES: Mapping[str, int] = {
-    "UNALLOCATED_NUMBER": 1, "NORMAL_CLEARING": 16, "USER_BUSY": 17, "NO_USER_RESPONSE": 18,
-    "NO_ANSWER": 19, "CALL_REJECTED": 21, "DESTINATION_OUT_OF_ORDER": 27,
-    "INVALID_NUMBER_FORMAT": 28, "NORMAL_UNSPECIFIED": 31, "NORMAL_TEMPORARY_FAILURE": 41,
-    "SERVICE_UNAVAILABLE": 63, "RECOVERY_ON_TIMER_EXPIRE": 102, "ORIGINATOR_CANCEL": 487,
-    "LOSE_RACE": 702, "MANAGER_REQUEST": 703, "ALLOTTED_TIMEOUT": 802, "MEDIA_TIMEOUT": 804,
-}
 
 #: Time allowed to one HTTP request to a daemon.
 HTTP_TIMEOUT_S = 2.0
@@ -89,8 +80,7 @@ def check_cause(cause: str) -> str:
     """The cause name upper-cased; NocError naming the valid ones if it is not one."""
     name = cause.strip().upper()
     if name not in HANGUP_CAUSES:
-        raise NocError(f"unknown hangup cause {cause!r}; use one of: "
-                       + ", ".join(sorted(HANGUP_CAUSES)))
+        raise NocError(f"unknown hangup cause {cause!r}; {unknown_cause_hint(name)}")
     return name
 
 
@@ -620,7 +610,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "(default 1).")
     if command == "hangup":
         p.add_argument("--cause", default="NORMAL_CLEARING",
-                       help="FreeSWITCH hangup cause (default NORMAL_CLEARING).")
+                       help="FreeSWITCH hangup cause, any name of 1.10's switch_call_cause_t "
+                       "but NONE (NORMAL_CLEARING, USER_BUSY, CALL_REJECTED, "
+                       "SUBSCRIBER_ABSENT, NO_ROUTE_DESTINATION, …; default "
+                       "NORMAL_CLEARING).")
     if command == "transfer":
         p.add_argument("destination",
                        help="Extension ('1000'), '1000 XML <context>' or SIP URI.")

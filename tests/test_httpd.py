@@ -152,6 +152,22 @@ def test_hangup_and_transfer_reach_the_daemon(server: HttpServer) -> None:
                     ("hangup", "gone-2", "NORMAL_CLEARING")]
 
 
+def test_hangup_takes_every_cause_of_the_switch(server: HttpServer) -> None:
+    """Causes beyond the old 17 (switch_call_cause_t of 1.10) reach the handler; NONE and
+    misspellings do not, and the error names a close match."""
+    seen: list[str] = []
+    server.set_hangup_handler(lambda u, c: bool(seen.append(c)) or True)
+    hangup = url(server, "/calls/c0ffee-1/hangup")
+    for cause in ("NO_ROUTE_DESTINATION", "SUBSCRIBER_ABSENT", "REJECT_ALL", "DECLINE"):
+        assert fetch_json("POST", hangup, {"cause": cause}) == (
+            200, {"ok": True, "uuid": "c0ffee-1", "cause": cause})
+    status, body = fetch_json("POST", hangup, {"cause": "NONE"})
+    assert status == 400 and "unknown hangup cause" in body["error"]
+    status, body = fetch_json("POST", hangup, {"cause": "NO_ROUTE_DESTINATON"})
+    assert status == 400 and "did you mean NO_ROUTE_DESTINATION" in body["error"]
+    assert seen == ["NO_ROUTE_DESTINATION", "SUBSCRIBER_ABSENT", "REJECT_ALL", "DECLINE"]
+
+
 @pytest.mark.parametrize(("path", "payload", "status", "hint"), [
     ("/calls/c0ffee-1/hangup", {"cause": "normal clearing\r\nexit"}, 400, "hangup cause"),
     ("/calls/c0ffee-1/hangup", {"cause": 17}, 400, "hangup cause"),
