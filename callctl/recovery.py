@@ -9,10 +9,12 @@ node_id, channels)`` → each decision is carried out and logged on one line
 ``close``   the store's live calls of this node that FreeSWITCH no longer has: written ended
             with cause ``LOST_ON_RESTART``, lease released.
 ``resume``  a channel with live state whose lease is free, lapsed or ours: we take the lease
-            (``takeover_if_expired``). Most such calls are in the dialplan's fallback chain
-            (hold prompt, then ``socket`` again) and come back by themselves; a channel that
-            sits in ``park`` is sent to our socket at once (``uuid_transfer <uuid>
-            'socket:HOST:PORT async full' inline``). A call that has not reached us after
+            (``takeover_if_expired``). A channel that sits in ``park``, or in the dialplan's
+            hold prompt (``playback``: the fallback chain after the old daemon went away), is
+            sent to our socket at once (``uuid_transfer <uuid> 'socket:HOST:PORT async full'
+            inline``): the caller waits for the restart, not for the rest of the prompt.
+            Others (e.g. between two dialplan steps) come back by themselves. A call that
+            has not reached us after
             ``daemon.resume_grace_s`` is sent there too, or hung up
             (``uuid_kill <uuid> NORMAL_TEMPORARY_FAILURE``) if that fails: none is left in
             dead air.
@@ -55,6 +57,8 @@ from callctl.store import (
 )
 
 KILL_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+#: Applications a resumable channel is taken out of at once (park; the hold prompt).
+SEND_NOW = frozenset({"park", "playback"})
 #: A run that could not read the store or the channel list is retried this often, this long
 #: after (in its own greenlet; the daemon is READY meanwhile: calls still resume by lease).
 RETRIES = 5
@@ -130,7 +134,7 @@ class Recovery:
                 continue
             self._count("resume")
             self.ownership.hold(uuid, lambda: None)
-            if r.channel.application == "park":
+            if r.channel.application in SEND_NOW:
                 how = "sent to our socket" if self._to_socket(uuid) else "transfer failed"
             else:
                 how = f"waiting for the dialplan to re-enter (in {r.channel.application!r})"
