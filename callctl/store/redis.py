@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import redis
@@ -123,7 +123,8 @@ def connect(cfg: StoreConfig) -> redis.Redis:
                              **({"ssl_ca_certs": cfg.tls_ca_file} if t.ssl and cfg.tls_ca_file
                                 else {})},
             **common)
-        tls = {"ssl_ca_certs": cfg.tls_ca_file} if t.ssl and cfg.tls_ca_file else {}
+        tls: dict[str, Any] = ({"ssl_ca_certs": cfg.tls_ca_file} if t.ssl and cfg.tls_ca_file
+                               else {})
         return sentinel.master_for(cfg.sentinel_master, username=t.username,
                                    password=t.password, db=t.db, ssl=t.ssl, **tls)
     try:
@@ -216,7 +217,8 @@ class RedisStore(SessionStore):
     # -- reads --------------------------------------------------------------------------
 
     def _read_hash(self, key: str) -> dict[str, str]:
-        return dict(self._call(lambda: self._client.hgetall(key)))
+        # decode_responses=True: every reply is str (redis-py's own types say bytes | str)
+        return dict(self._call(lambda: cast("dict[str, str]", self._client.hgetall(key))))
 
     def _read_hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
         def run() -> list[dict[str, str]]:
@@ -227,22 +229,24 @@ class RedisStore(SessionStore):
         return self._call(run) if keys else []
 
     def _read_list(self, key: str) -> list[str]:
-        return list(self._call(lambda: self._client.lrange(key, 0, -1)))
+        return list(self._call(lambda: cast("list[str]", self._client.lrange(key, 0, -1))))
 
     def _read_set(self, key: str) -> set[str]:
-        return set(self._call(lambda: self._client.smembers(key)))
+        return set(self._call(lambda: cast("set[str]", self._client.smembers(key))))
 
     def _read_nodes(self) -> dict[str, str]:
         def run() -> dict[str, str]:
             keys = sorted(self._client.scan_iter(match=self.keys.node_pattern, count=500))
-            values = self._client.mget(keys) if keys else []
+            values = cast("list[str | None]", self._client.mget(keys)) if keys else []
             return {self.keys.node_id_of(k): v for k, v in zip(keys, values, strict=True)
                     if v is not None}
         return self._call(run)
 
     def _read_stream(self, key: str, since_id: str, count: int
                      ) -> list[tuple[str, dict[str, str]]]:
-        reply = self._call(lambda: self._client.xread({key: since_id}, count=count))
+        # RESP2 reply: [[key, [(id, {field: value}), ...]]]
+        reply = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]",
+                     self._call(lambda: self._client.xread({key: since_id}, count=count)))
         if not reply:
             return []
         return [(eid, dict(data)) for eid, data in reply[0][1]]
