@@ -205,6 +205,26 @@ def test_codecs_and_trunk(tree: tuple[Assembled, ET.Element]) -> None:
     assert gateways["carrier_ipauth"]["register"] == ["false"]
 
 
+#: Profile params FreeSWITCH 1.10 warns about at start-up ("... deprecated use ...").
+DEPRECATED_PARAMS = ("rtp-timeout-sec", "rtp-hold-timeout-sec")
+
+
+def test_no_deprecated_profile_params_and_media_timeouts_per_call(
+        tree: tuple[Assembled, ET.Element]) -> None:
+    """The RTP inactivity timeouts are the media_timeout / media_hold_timeout channel
+    variables (milliseconds), set before the socket app (RTP starts when callctl answers),
+    not the deprecated profile params."""
+    _, root = tree
+    for profile in root.findall(".//configuration[@name='sofia.conf']/profiles/profile"):
+        s = params(profile.find("settings"))  # type: ignore[arg-type]
+        assert not set(s) & set(DEPRECATED_PARAMS), profile.get("name")
+    actions = _callctl_actions(root)
+    before = dict(d.split("=", 1) for app, d in actions[:[a for a, _ in actions].index("socket")]
+                  if app == "set")
+    assert int(before["media_timeout"]) == 300_000          # 5 min, as rtp-timeout-sec was
+    assert int(before["media_hold_timeout"]) == 1_800_000   # 30 min on hold
+
+
 def _callctl_actions(root: ET.Element) -> list[tuple[str, str]]:
     ext = root.find(".//context[@name='public']/extension[@name='callctl']")
     assert ext is not None

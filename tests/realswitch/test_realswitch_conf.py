@@ -72,3 +72,23 @@ def test_fallback_chain_when_callctl_does_not_take_the_call(fs: FreeSwitch,
     chain = [a for a in apps if a not in ("set", "log")]
     assert chain == ["socket", "socket", "answer", "playback", "socket", "bridge", "hangup"]
     wait_for("the channel to go", lambda: not fs.channels(), 10)
+
+
+def test_no_deprecated_settings(fs: FreeSwitch) -> None:
+    """FreeSWITCH 1.10 names what it will drop ("rtp-timeout-sec deprecated use media_timeout
+    variable"): the shipped config uses none of it."""
+    deprecated = [ln for ln in fs.log_text().splitlines() if "deprecated" in ln.lower()]
+    assert not deprecated, deprecated
+
+
+def test_media_timeouts_are_set_on_the_channel(fs: FreeSwitch) -> None:
+    """media_timeout / media_hold_timeout (ms) come from the dialplan, before the socket app:
+    a call's channel has them (read while callctl is not listening, in the fallback)."""
+    call = Phone("127.0.0.1", fs.sip_port).call("+15551230000", "+15550008888")
+    assert call.wait_answered(10)
+    uuid = wait_for("the call's channel", lambda: next(
+        (r["uuid"] for r in fs.channels() if r.get("cid_num") == "+15550008888"), None), 10)
+    assert fs.api(f"uuid_getvar {uuid} media_timeout") == "300000"
+    assert fs.api(f"uuid_getvar {uuid} media_hold_timeout") == "1800000"
+    call.hangup()
+    wait_for("the channel to go", lambda: not fs.channels(), 10)
