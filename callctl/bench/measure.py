@@ -13,6 +13,12 @@ kind of speech it was) and what the caller heard (``callctl.sim.interfaces.Heard
   duration is the pause → the same audio audible again. A stretch that continues a paused
   one is not a new reply (turn latency skips it); a paused stretch later cut counts as
   interrupted, its end (the pause) is when the caller heard the bot stop.
+- premature reply: bot audio that STARTS while the caller is still inside an ``utterance`` or
+  ``bargein`` (after its speech start, before its speech end), e.g. inside a comma or a
+  mid-sentence pause: the bot answered half a sentence. Counted once per utterance, per
+  ``scenario`` (``plain``, ``comma``, ``pause``, ``bargein``); a stretch that continues a
+  paused one is not a new reply. Where the start falls inside one of the utterance's known
+  pauses (``Spoken.gaps``), how far into the pause it came is kept too.
 """
 
 from __future__ import annotations
@@ -29,10 +35,20 @@ Kind = Literal["utterance", "bargein", "backchannel", "noise", "dtmf"]
 
 @dataclass(frozen=True)
 class Spoken:
+    """One thing the caller said. ``scenario`` names the utterance's shape (``plain``,
+    ``comma``, ``pause``; empty: ``plain``, or ``bargein`` for a barge-in); ``gaps`` are the
+    silences inside it (absolute monotonic start, end), where it has any."""
+
     speech_start: float
     speech_end: float
     kind: Kind
     text: str = ""
+    scenario: str = ""
+    gaps: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def scenario_name(self) -> str:
+        return self.scenario or ("bargein" if self.kind == "bargein" else "plain")
 
 
 @dataclass(frozen=True)
@@ -173,6 +189,50 @@ def bargein_pauses(spoken: Sequence[Spoken], heard: Sequence[Heard]
             if nxt is not None:
                 durations.append(nxt.start - h.end)
     return hits, n, durations
+
+
+PREMATURE_KINDS: tuple[Kind, ...] = ("utterance", "bargein")
+
+
+@dataclass(frozen=True)
+class Premature:
+    """Bot audio that started while the caller was still inside an utterance."""
+
+    scenario: str
+    start: float                 # when the caller began to hear it (monotonic s)
+    into_gap: float | None       # s into the caller's pause it started (None: not in a gap)
+
+
+def premature_replies(spoken: Sequence[Spoken], heard: Sequence[Heard]
+                      ) -> tuple[list[Premature], dict[str, int]]:
+    """(one ``Premature`` per utterance/barge-in that heard bot audio start inside it, how
+    many utterances/barge-ins there were by scenario). See the module doc."""
+    cont = {id(h) for h in _continuations(heard).values()}
+    starts = sorted(h.start for h in heard if id(h) not in cont)
+    out: list[Premature] = []
+    n: dict[str, int] = {}
+    for s in spoken:
+        if s.kind not in PREMATURE_KINDS:
+            continue
+        name = s.scenario_name
+        n[name] = n.get(name, 0) + 1
+        first = next((t for t in starts if s.speech_start < t < s.speech_end), None)
+        if first is None:
+            continue
+        gap = next((g for g in s.gaps if g[0] <= first < g[1]), None)
+        out.append(Premature(name, first, None if gap is None else first - gap[0]))
+    return out, n
+
+
+def premature_counts(spoken: Sequence[Spoken], heard: Sequence[Heard]
+                     ) -> dict[str, tuple[int, int]]:
+    """Per scenario: (utterances that heard a premature reply, utterances)."""
+    found, n = premature_replies(spoken, heard)
+    out = {name: (0, count) for name, count in n.items()}
+    for p in found:
+        hits, count = out[p.scenario]
+        out[p.scenario] = (hits + 1, count)
+    return out
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:

@@ -6,7 +6,10 @@ Schema (every latency is ``{"p50", "p95", "p99", "n"}`` in milliseconds, p* null
 during bot audio that stopped it), ``false_bargein`` (per kind, ``backchannel`` and ``noise``:
 ``{"rate": 0..1, "hits": int, "n": int}``, hits <= n), optional ``bargein_pause_rate``
 (0..1: backchannels and noise during bot audio that only paused it) and ``bargein_pause_ms``
-(how long those pauses lasted), ``missed_turns`` (int), ``wer``
+(how long those pauses lasted), ``missed_turns`` (int), optional ``premature_replies``
+(``{"hits", "n", "rate"}``: utterances and barge-ins during which bot audio started),
+``premature_by_kind`` (the same per scenario: plain, comma, pause, bargein) and
+``premature_into_pause_ms``, ``wer``
 (0..∞ or null), ``cpu_s_per_call_min``, ``peak_rss_mb``, ``baseline`` (the same keys for the
 cloud-style pipeline, without ``baseline``/``config``/``machine``), ``ratio`` (callctl p50 /
 baseline p50 and p95 / p95), ``sweep`` (list of per-concurrency rows, may be empty),
@@ -56,6 +59,16 @@ def _check_latency(path: str, v: Any) -> None:
             raise ReportError(f"{path}.{k}: must be milliseconds >= 0")
 
 
+def _check_count(where: str, v: Any) -> None:
+    if not isinstance(v, dict) or set(v) != {"rate", "hits", "n"}:
+        raise ReportError(f"{where}: must be an object with rate, hits, n")
+    if not all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] >= 0
+               for k in ("hits", "n")) or v["hits"] > v["n"]:
+        raise ReportError(f"{where}: hits and n must be counts, hits <= n")
+    if not isinstance(v["rate"], int | float) or not 0 <= v["rate"] <= 1:
+        raise ReportError(f"{where}.rate: must be 0..1")
+
+
 def _check_pipeline(path: str, r: dict[str, Any]) -> None:
     for k in LATENCY_KEYS:
         _check_latency(f"{path}{k}", r.get(k))
@@ -75,14 +88,14 @@ def _check_pipeline(path: str, r: dict[str, Any]) -> None:
         raise ReportError(f"{path}false_bargein: must be an object with "
                           f"{', '.join(FALSE_BARGEIN_KINDS)}")
     for kind, v in fb.items():
-        where = f"{path}false_bargein.{kind}"
-        if not isinstance(v, dict) or set(v) != {"rate", "hits", "n"}:
-            raise ReportError(f"{where}: must be an object with rate, hits, n")
-        if not all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] >= 0
-                   for k in ("hits", "n")) or v["hits"] > v["n"]:
-            raise ReportError(f"{where}: hits and n must be counts, hits <= n")
-        if not isinstance(v["rate"], int | float) or not 0 <= v["rate"] <= 1:
-            raise ReportError(f"{where}.rate: must be 0..1")
+        _check_count(f"{path}false_bargein.{kind}", v)
+    counts = [("premature_replies", r["premature_replies"])] if "premature_replies" in r else []
+    counts += [(f"premature_by_kind.{k}", v) for k, v in (r.get("premature_by_kind") or {}
+                                                          ).items()]
+    for name, v in counts:
+        _check_count(f"{path}{name}", v)
+    if "premature_into_pause_ms" in r:
+        _check_latency(f"{path}premature_into_pause_ms", r["premature_into_pause_ms"])
     if r.get("wer") is not None and not isinstance(r["wer"], int | float):
         raise ReportError(f"{path}wer: must be a number or null")
     if not isinstance(r.get("cpu_s_per_call_min"), int | float):
@@ -114,7 +127,9 @@ def summary_text(report: dict[str, Any]) -> str:
     b = report["baseline"]
     lines = [
         f"callctl bench — {report['config'].get('calls', '?')} call(s), "
-        f"asr={report['config'].get('asr')}, playback={report['config'].get('playback')}",
+        f"asr={report['config'].get('asr')}, playback={report['config'].get('playback')}, "
+        f"switch={report['config'].get('switch', 'sim')}, "
+        f"script={report['config'].get('script', 'standard')}",
         f"  turn latency     {lat(report['turn_latency_ms'])}",
         f"  baseline         {lat(b['turn_latency_ms'])}",
     ]
@@ -129,6 +144,10 @@ def summary_text(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v['hits']}/{v['n']}"
                     for k, v in report["false_bargein"].items()) + ")",
         f"  missed turns     {report.get('missed_turns', 0)}",
+        *([f"  premature        {pr['hits']} of {pr['n']} utterances heard the bot start "
+           "inside them (" + ", ".join(f"{k} {v['hits']}/{v['n']}" for k, v in
+                                        report.get("premature_by_kind", {}).items()) + ")"]
+          if (pr := report.get("premature_replies")) else []),
         f"  WER              {report['wer'] if report['wer'] is not None else 'n/a'}",
         f"  CPU              {report['cpu_s_per_call_min']:.2f} s per call-minute"
         + (f" (baseline {b['cpu_s_per_call_min']:.2f})" if b.get("ran", True) else ""),

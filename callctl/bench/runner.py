@@ -23,6 +23,16 @@ The bench flow (``BENCH_FLOW``) answers every utterance with the same two-senten
 reply, whatever the recognizer heard, so every turn gets a reply of the same length under
 any ASR. Phases run one after the other (callctl, baseline, sweep levels): the pipelines
 never compete for the CPU.
+
+``--switch freeswitch`` drives an existing FreeSWITCH instead of the emulator
+(``callctl.bench.switches``): the same scripts, spoken by SIP/RTP phones
+(``callctl.sim.phone``), measured on the caller's side of the wire the same way. Its dialplan
+connects to one fixed daemon port, so the daemons run one after the other there (callctl and
+its sweep, then the baseline). ``--script pauses`` replaces the plain utterances with ones
+that pause inside the sentence (``corpus.join``): a comma pause (300-400 ms) on the first
+turn of each cycle and a 400-700 ms hesitation on the second; every run counts premature
+replies (bot audio that starts while the caller is still inside an utterance,
+``measure.premature_replies``) per scenario.
 """
 
 from __future__ import annotations
@@ -45,13 +55,20 @@ import gevent.subprocess
 from callctl.bench import measure
 from callctl.bench.measure import Kind, Spoken, summarize
 from callctl.bench.report import machine_info
+from callctl.bench.switches import (
+    SIM_DID,
+    Bench,
+    BenchCall,
+    EmulatedSwitch,
+    RealSwitch,
+    RealSwitchConfig,
+)
 from callctl.sim import callers, corpus
 from callctl.sim.callers import Caller, Step
 from callctl.sim.corpus import Utterance
 from callctl.sim.media import STREAM_GAP_S
-from callctl.sim.switch import SimCall, Switch, SwitchConfig
 
-DID = "+15559990000"
+DID = SIM_DID
 REPLY_WINDOW_S = 10.0      # a reply later than this (or after the next utterance) is missed
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,6 +113,21 @@ BARGE_INS = (
     "Sorry, let me tell you my order number first.",
     "Hold on, I forgot to mention the address.",
 )
+#: ``--script pauses``: sentences said in two parts, with a comma pause (first turn of a
+#: cycle) or a mid-sentence hesitation (second turn) between them.
+COMMA_SPLITS = (
+    ("I moved to a new house last month,", "and I need to change my address."),
+    ("My name is John Smith,", "and I am calling about my order."),
+    ("The delivery was late again,", "for the second time this week."),
+)
+PAUSE_SPLITS = (
+    ("I would like to know", "when my package will arrive."),
+    ("Can you tell me", "your opening hours on Saturday?"),
+    ("I want to update", "the phone number on my file."),
+)
+COMMA_GAP_S = (0.30, 0.40)
+PAUSE_GAP_S = (0.40, 0.70)
+SCRIPTS = ("standard", "pauses")
 BACKCHANNELS = ("mhm", "okay", "uh huh")
 NOISES = tuple(corpus.NOISE_KINDS)       # thump, cough, clicks, hiss
 
@@ -118,6 +150,19 @@ class BenchConfig:
     call_timeout_s: float = 300.0   # media seconds a phase may take beyond its scripts
     warmup: bool = True             # warm the recognizer pool before measuring
     settings: tuple[tuple[str, str, Any], ...] = ()   # --set section.key=value, both daemons
+    script: str = "standard"        # or "pauses" (SCRIPTS)
+    switch: str = "sim"             # or "freeswitch": an existing switch (real)
+    real: RealSwitchConfig | None = None
+
+
+@dataclass(frozen=True)
+class Script:
+    """One caller's steps; by step index, the kind of each speech step and, for utterances
+    with a pause inside, (scenario, pauses as (start, end) seconds from the speech start)."""
+
+    steps: list[Step]
+    kinds: dict[int, Kind]
+    shapes: dict[int, tuple[str, tuple[tuple[float, float], ...]]]
 
 
 # ------------------------------------------------------------------------ scripts ---------
@@ -126,8 +171,35 @@ class BenchConfig:
 def script(index: int, turns: int, say_: Callable[[str], Utterance | str]
            ) -> tuple[list[Step], dict[int, Kind]]:
     """The steps of caller ``index`` and, by step index, the kind of each speech step."""
+    s = caller_script(index, turns, say_)
+    return s.steps, s.kinds
+
+
+def paused(index: int, t: int, say_: Callable[[str], Utterance | str]
+           ) -> tuple[Utterance | str, str, tuple[tuple[float, float], ...]]:
+    """The ``--script pauses`` utterance of caller ``index``'s turn ``t``: (speech,
+    scenario, its pause relative to the speech start). Gaps are drawn from a generator
+    seeded by caller and turn. Text only (no pause) when ``say_`` gives no audio."""
+    import random
+
+    comma = t % 3 == 0
+    splits, (lo, hi) = (COMMA_SPLITS, COMMA_GAP_S) if comma else (PAUSE_SPLITS, PAUSE_GAP_S)
+    a, b = splits[(index + t // 3) % len(splits)]
+    gap = round(random.Random(1000 * index + t).uniform(lo, hi), 3)
+    first, second = say_(a), say_(b)
+    scenario = "comma" if comma else "pause"
+    if isinstance(first, str) or isinstance(second, str):
+        return f"{a} {b}", scenario, ()
+    rel = first.speech_end_s - first.speech_start_s
+    return corpus.join(first, second, gap), scenario, ((rel, rel + gap),)
+
+
+def caller_script(index: int, turns: int, say_: Callable[[str], Utterance | str],
+                  kind: str = "standard") -> Script:
+    """Caller ``index``'s ``Script`` (module doc; ``kind`` one of ``SCRIPTS``)."""
     steps: list[Step] = [callers.wait_answer(30.0)]
     kinds: dict[int, Kind] = {}
+    shapes: dict[int, tuple[str, tuple[tuple[float, float], ...]]] = {}
 
     def add(step: Step, kind: Kind | None = None) -> None:
         if kind is not None:
@@ -148,18 +220,25 @@ def script(index: int, turns: int, say_: Callable[[str], Utterance | str]
 
     backchannel(1.5)                                  # "mhm" over the greeting
     add(callers.wait_for_bot(0.5, timeout_s=20.0))
+    def utterance(t: int) -> None:
+        if kind == "pauses":
+            what, scenario, gaps = paused(index, t, say_)
+            shapes[len(steps)] = (scenario, gaps)
+        else:
+            what = say_(UTTERANCES[(index + t) % len(UTTERANCES)])
+        add(callers.say(what), "utterance")
+
     for t in range(turns):
-        text = UTTERANCES[(index + t) % len(UTTERANCES)]
         phase = t % 3
         if phase == 0:
-            add(callers.say(say_(text)), "utterance")
+            utterance(t)
             if (index + t // 3) % 2:
                 noise(t, 1.2)                         # a thump / cough / clicks / hiss
             else:
                 backchannel(1.2)                      # "okay" over the reply
             add(callers.wait_for_bot(0.5, timeout_s=20.0))
         elif phase == 1:
-            add(callers.say(say_(text)), "utterance")
+            utterance(t)
             if t == turns - 1:
                 add(callers.wait_for_bot(0.5, timeout_s=20.0))
         else:
@@ -170,16 +249,22 @@ def script(index: int, turns: int, say_: Callable[[str], Utterance | str]
     add(callers.dtmf("9"))
     add(callers.wait_for_bot(0.5, timeout_s=20.0))
     add(callers.pause(1.0))
-    return steps, kinds
+    return Script(steps, kinds, shapes)
 
 
-def spoken_of(caller: Caller, kinds: dict[int, Kind]) -> list[Spoken]:
-    """What the caller said, with exact speech times, from its step log."""
+def spoken_of(caller: Caller, kinds: dict[int, Kind],
+              shapes: dict[int, tuple[str, tuple[tuple[float, float], ...]]] | None = None
+              ) -> list[Spoken]:
+    """What the caller said, with exact speech times (and the absolute times of the pauses
+    inside shaped utterances), from its step log."""
     out = []
     for rec in caller.log:
         kind = kinds.get(rec.index)
         if kind is not None and rec.speech_start is not None and rec.speech_end is not None:
-            out.append(Spoken(rec.speech_start, rec.speech_end, kind, rec.text or ""))
+            scenario, gaps = (shapes or {}).get(rec.index, ("", ()))
+            t0 = rec.speech_start
+            out.append(Spoken(rec.speech_start, rec.speech_end, kind, rec.text or "",
+                              scenario, tuple((t0 + a, t0 + b) for a, b in gaps)))
     return out
 
 
@@ -217,12 +302,14 @@ class DaemonProcess:
     """One daemon in a child process (module docstring). ``start`` blocks until it is
     ready; every wait is bounded; ``stop`` is idempotent."""
 
-    def __init__(self, pipeline: str, bc: BenchConfig, switch_port: int, work: Path) -> None:
+    def __init__(self, pipeline: str, bc: BenchConfig, esl: dict[str, Any], work: Path,
+                 did: str = DID) -> None:
         self.pipeline = pipeline
         self.work = work / pipeline
         self.work.mkdir(parents=True, exist_ok=True)
         self.spec = {"pipeline": pipeline, "asr": bc.asr, "tts": bc.tts,
-                     "playback": bc.playback, "switch_port": switch_port,
+                     "playback": bc.playback, "switch_port": esl["port"], "esl": esl,
+                     "did": did,
                      "work": str(self.work), "max_calls": max(100, 2 * bc.calls,
                                                                 *(2 * n for n in bc.sweep)),
                      # warm recognizers kept: as many as calls run at once (the engine
@@ -276,9 +363,13 @@ class DaemonProcess:
     def peak_rss_mb(self) -> float:
         return proc_peak_rss_mb(self.pid)
 
-    def dump(self, uuids: Sequence[str], timeout_s: float = 30.0) -> dict[str, Any]:
-        """{"calls": {uuid: {"origin": s, "turns": [TurnRecord fields…], "end_cause": …}}}."""
-        self.proc.stdin.write((json.dumps({"op": "dump", "uuids": list(uuids)}) + "\n").encode())
+    def dump(self, uuids: Sequence[str], callers_: Sequence[str] = (), timeout_s: float = 30.0
+             ) -> dict[str, Any]:
+        """{"calls": {uuid: {"origin": s, "turns": [TurnRecord fields…], "end_cause": …}},
+        "by_caller": {caller number: uuid}}: the calls named by uuid and those whose caller
+        id number is in ``callers_`` (a phone on a real switch does not know its uuid)."""
+        req = {"op": "dump", "uuids": list(uuids), "callers": list(callers_)}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
         self.proc.stdin.flush()
         return self._read(timeout_s)
 
@@ -309,8 +400,13 @@ def daemon_config(spec: dict[str, Any]) -> Any:
     flows.mkdir(parents=True, exist_ok=True)
     (flows / "bench.toml").write_text(BENCH_FLOW)
     cfg = demo_config(c.Config(), work, spec["asr"], spec["tts"], None, spec["switch_port"])
+    esl = spec.get("esl") or {}
     cfg = dataclasses.replace(
-        cfg, routes=(c.RouteConfig(did=DID, flow="bench"),),
+        cfg, routes=(c.RouteConfig(did=spec.get("did", DID), flow="bench"),),
+        esl=dataclasses.replace(cfg.esl, host=esl.get("host", cfg.esl.host),
+                                port=int(esl.get("port", cfg.esl.port)),
+                                password=esl.get("password", cfg.esl.password),
+                                listen_port=int(esl.get("listen_port", 0))),
         dialog=dataclasses.replace(cfg.dialog, flows_dir=str(flows)),
         playback=dataclasses.replace(cfg.playback, mode=spec["playback"]),
         daemon=dataclasses.replace(cfg.daemon, max_calls=int(spec["max_calls"])),
@@ -340,11 +436,13 @@ def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | N
     metrics = Metrics()
     base: type[Voice] = BaselineVoice if spec["pipeline"] == "baseline" else Voice
     origins: dict[str, float] = {}
+    by_caller: dict[str, str] = {}
 
     class RecordingVoice(base):  # type: ignore[valid-type,misc]
         def __call__(self, call: Any) -> Any:
             conv = super().__call__(call)
             origins[call.uuid] = conv.origin
+            by_caller[call.caller] = call.uuid
             return conv
 
     voice = RecordingVoice(cfg, metrics)
@@ -366,8 +464,11 @@ def serve_daemon(spec_path: str, stdin: TextIO | None = None, stdout: TextIO | N
             except ValueError:
                 continue
             if req.get("op") == "dump":
-                print(json.dumps(_dump(daemon, voice, origins, req.get("uuids", []))),
-                      file=stdout, flush=True)
+                wanted = {str(c) for c in req.get("callers", [])}
+                found = {c: u for c, u in by_caller.items() if c in wanted}
+                uuids = list(dict.fromkeys([*req.get("uuids", []), *found.values()]))
+                print(json.dumps({**_dump(daemon, voice, origins, uuids),
+                                  "by_caller": found}), file=stdout, flush=True)
     finally:
         daemon.close()
 
@@ -397,10 +498,14 @@ def _dump(daemon: Any, voice: Any, origins: dict[str, float], uuids: list[str]
 @dataclass
 class CallRun:
     index: int
-    call: SimCall
+    call: BenchCall
     caller: Caller
     kinds: dict[int, Kind]
     ended_at: float | None = None
+    number: str = ""                 # the caller id number it dialled from
+    uuid: str | None = None          # the switch's channel uuid (from the daemon on a real one)
+    shapes: dict[int, tuple[str, tuple[tuple[float, float], ...]]] = field(
+        default_factory=dict)
 
 
 @dataclass
@@ -462,21 +567,27 @@ def _status(pipeline: str, runs: list[CallRun], n: int, t0: float) -> str:
             f"up {up}  turns answered {len(lat)}  p50 {p50} ms")
 
 
-def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonProcess,
+_phases = iter(range(1, 10**9))
+
+
+def run_phase(pipeline: str, sw: Bench, proc: DaemonProcess,
               bc: BenchConfig, calls: int, say_: Callable[[str], Utterance | str],
               progress: Progress, turns: int | None = None) -> PhaseResult:
     """Place ``calls`` scripted calls (``turns`` turns each, default ``bc.turns``) to
     ``proc``'s daemon, wait for them all to end, and collect both sides' records."""
     turns = bc.turns if turns is None else turns
-    dialplan[DID] = f"socket 127.0.0.1:{proc.esl_port} async full"
+    sw.route(proc)
+    phase = next(_phases)
     cpu0, ru0, busy0 = proc.cpu_s(), resource.getrusage(resource.RUSAGE_SELF), system_busy_s()
     t0 = time.monotonic()
     runs: list[CallRun] = []
     for i in range(calls):
-        steps, kinds = script(i, turns, say_)
-        caller = Caller(steps)
-        call = sw.place_call(DID, f"+1555800{i:04d}", "PCMU", script=caller)
-        runs.append(CallRun(i, call, caller, kinds))
+        s = caller_script(i, turns, say_, bc.script)
+        caller = Caller(s.steps)
+        number = sw.number(phase, i)
+        call = sw.place(number, caller)
+        runs.append(CallRun(i, call, caller, s.kinds, number=number, uuid=call.uuid,
+                            shapes=s.shapes))
         progress.show(_status(pipeline, runs, calls, t0))
         gevent.sleep(bc.spread_s / calls / bc.speed)
     deadline = time.monotonic() + (bc.call_timeout_s + 60 * turns) / bc.speed
@@ -494,7 +605,10 @@ def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonP
             r.call.hangup()
             r.ended_at = time.monotonic()
     wall = time.monotonic() - t0
-    dump = proc.dump([r.call.uuid for r in runs])
+    dump = proc.dump([r.uuid for r in runs if r.uuid], [r.number for r in runs])
+    by_caller = dump.get("by_caller") or {}
+    for r in runs:
+        r.uuid = r.uuid or by_caller.get(r.number)
     cpu = proc.cpu_s() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     emu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
@@ -504,7 +618,7 @@ def run_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonP
                        proc.peak_rss_mb(), os.getloadavg(), other)
 
 
-def measured_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: DaemonProcess,
+def measured_phase(pipeline: str, sw: Bench, proc: DaemonProcess,
                    bc: BenchConfig, calls: int, say_: Callable[[str], Utterance | str],
                    progress: Progress) -> PhaseResult:
     """``run_phase`` after an unmeasured warm-up of ``calls`` one-turn calls, when the
@@ -512,10 +626,9 @@ def measured_phase(pipeline: str, sw: Switch, dialplan: dict[str, str], proc: Da
     about 5x the CPU of later ones; a daemon that has been up for a while has a warm pool,
     and that steady state is what the benchmark measures."""
     if bc.warmup and calls > proc.warmed:
-        run_phase(f"{pipeline} warm-up", sw, dialplan, proc, bc, calls, say_, progress,
-                  turns=1)
+        run_phase(f"{pipeline} warm-up", sw, proc, bc, calls, say_, progress, turns=1)
         proc.warmed = calls
-    return run_phase(pipeline, sw, dialplan, proc, bc, calls, say_, progress)
+    return run_phase(pipeline, sw, proc, bc, calls, say_, progress)
 
 
 # ------------------------------------------------------------------------ analysis --------
@@ -534,12 +647,18 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     hops: list[dict[str, float]] = []
     daemon_lat: list[float] = []
     pairs: list[tuple[str, str]] = []
+    premature: list[measure.Premature] = []
+    utterances_by: dict[str, int] = {}
     call_s = 0.0
     failed_steps = 0
     detail: list[dict[str, Any]] = []
     for r in ph.runs:
-        spoken = spoken_of(r.caller, r.kinds)
+        spoken = spoken_of(r.caller, r.kinds, r.shapes)
         heard = callers.join_stream(r.call.heard(), STREAM_GAP_S / ph.speed)
+        found, n_by = measure.premature_replies(spoken, heard)
+        premature += found
+        for name, n in n_by.items():
+            utterances_by[name] = utterances_by.get(name, 0) + n
         turns = [dataclasses.replace(s, kind="utterance") for s in spoken
                  if s.kind in ("utterance", "bargein")]
         lat, miss = measure.turn_latencies(turns, heard, reply_window=REPLY_WINDOW_S)
@@ -562,7 +681,7 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
             if r.ended_at is not None:
                 call_s += (r.ended_at - r.caller.answered_at) * ph.speed
         failed_steps += sum(1 for rec in r.caller.log if not rec.ok)
-        d = ph.daemon.get(r.call.uuid) or {}
+        d = ph.daemon.get(r.uuid or "") or {}
         origin = d.get("origin")
         starts: list[tuple[float, str]] = []
         for t in d.get("turns", []):
@@ -593,6 +712,7 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         "bargein_pause_rate": false_rate(*pauses),
         "bargein_pause_ms": summarize(pause_s).as_ms(),
         "missed_turns": missed,
+        **premature_figures(premature, utterances_by),
         "failed_script_steps": failed_steps,
         "wer": None if wer is None else round(wer, 3),
         "wer_samples": [{"said": a, "recognized": b} for a, b in pairs[:6]],
@@ -610,6 +730,27 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     }
 
 
+def premature_figures(found: Sequence[measure.Premature], n_by: dict[str, int]
+                      ) -> dict[str, Any]:
+    """The report's premature-reply keys: ``premature_replies`` (all utterances and barge-ins:
+    ``{"hits", "n", "rate"}``), ``premature_by_kind`` (the same per scenario: plain, comma,
+    pause, bargein) and ``premature_into_pause_ms`` (how far into the caller's pause those
+    inside a known pause started)."""
+    hits: dict[str, int] = dict.fromkeys(n_by, 0)
+    for p in found:
+        hits[p.scenario] = hits.get(p.scenario, 0) + 1
+    total_n = sum(n_by.values())
+    return {
+        "premature_replies": {"hits": len(found), "n": total_n,
+                              "rate": false_rate(len(found), total_n)},
+        "premature_by_kind": {k: {"hits": hits[k], "n": n_by.get(k, 0),
+                                  "rate": false_rate(hits[k], n_by.get(k, 0))}
+                              for k in sorted(hits)},
+        "premature_into_pause_ms": summarize(
+            [p.into_gap for p in found if p.into_gap is not None]).as_ms(),
+    }
+
+
 def false_rate(hits: int, n: int) -> float:
     """hits / n rounded for the report; 0.0 when there was nothing to count."""
     return round(hits / n, 4) if n else 0.0
@@ -622,6 +763,7 @@ def empty_pipeline() -> dict[str, Any]:
             "answer_to_first_audio_ms": none, "false_bargein_rate": 0.0,
             "false_bargein": {k: {"rate": 0.0, "hits": 0, "n": 0}
                               for k in measure.FALSE_BARGEIN_KINDS}, "missed_turns": 0,
+            **premature_figures([], {}),
             "wer": None, "cpu_s_per_call_min": 0.0, "peak_rss_mb": 0.0, "ran": False}
 
 
@@ -674,42 +816,59 @@ def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any]
     def say_(text: str) -> Utterance | str:
         return cache.get(text, text)
 
-    dialplan: dict[str, str] = {}
-    sw = Switch(SwitchConfig(esl_port=0, dialplan=dialplan, speed=bc.speed))
+    if bc.script == "pauses":
+        for a, b in (*COMMA_SPLITS, *PAUSE_SPLITS):
+            for text in (a, b):
+                cache[text] = corpus.utterance(text, voice=bc.caller_voice, codec="PCMU")
+
+    sw = make_switch(bc)
+    sw.check()
     sw.start()
-    procs = {"callctl": DaemonProcess("callctl", bc, sw.esl_port, work)}
+    procs = {"callctl": DaemonProcess("callctl", bc, sw.daemon_esl(), work, sw.did)}
     if bc.baseline:
-        procs["baseline"] = DaemonProcess("baseline", bc, sw.esl_port, work)
-    try:
-        print(f"  starting {len(procs)} daemon process(es) (loading models)…", file=out,
-              flush=True)
+        procs["baseline"] = DaemonProcess("baseline", bc, sw.daemon_esl(), work, sw.did)
+
+    def start(names: Sequence[str]) -> None:
+        print(f"  starting {', '.join(names)} daemon process(es) (loading models)…",
+              file=out, flush=True)
         t_load = time.monotonic()
-        starters = [gevent.spawn(p.start) for p in procs.values()]
-        gevent.joinall(starters, raise_error=True)
+        gevent.joinall([gevent.spawn(procs[n].start) for n in names], raise_error=True)
         print(f"  ready in {time.monotonic() - t_load:.1f} s", file=out, flush=True)
-        main = measured_phase("callctl", sw, dialplan, procs["callctl"], bc, bc.calls, say_,
-                         progress)
-        result = analyze(main)
-        samples = {"callctl": list(main.turn_samples)}
-        if bc.baseline:
-            base_ph = measured_phase("baseline", sw, dialplan, procs["baseline"], bc, bc.calls,
-                                say_, progress)
-            base = analyze(base_ph)
-            samples["baseline"] = list(base_ph.turn_samples)
-            procs.pop("baseline").stop()
-        else:
-            base = empty_pipeline()
+
+    def sweep(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for n in bc.sweep:
             if n == bc.calls:
                 fig = result
             else:
-                fig = analyze(measured_phase("callctl", sw, dialplan, procs["callctl"], bc, n,
-                                        say_, progress))
+                fig = analyze(measured_phase("callctl", sw, procs["callctl"], bc, n, say_,
+                                             progress))
             rows.append({"calls": n, "turn_latency_ms": fig["turn_latency_ms"],
                          "bargein_ms": fig["bargein_ms"], "hops_ms": fig["hops_ms"],
                          "missed_turns": fig["missed_turns"],
                          "cpu_s_per_call_min": fig["cpu_s_per_call_min"]})
+        return rows
+
+    try:
+        # a real switch's dialplan reaches one daemon port: one daemon at a time there
+        start(["callctl"] if sw.sequential else list(procs))
+        main = measured_phase("callctl", sw, procs["callctl"], bc, bc.calls, say_, progress)
+        result = analyze(main)
+        samples = {"callctl": list(main.turn_samples)}
+        rows = sweep(result) if sw.sequential else []
+        if bc.baseline:
+            if sw.sequential:
+                procs.pop("callctl").stop()
+                start(["baseline"])
+            base_ph = measured_phase("baseline", sw, procs["baseline"], bc, bc.calls, say_,
+                                     progress)
+            base = analyze(base_ph)
+            samples["baseline"] = list(base_ph.turn_samples)
+            procs.pop("baseline").stop()
+        else:
+            base = empty_pipeline()
+        if not sw.sequential:
+            rows = sweep(result)
     finally:
         for p in procs.values():
             p.stop()
@@ -724,13 +883,30 @@ def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any]
         "ratio": ratio(result, base),
         "sweep": rows,
         "sweep_max_calls_within_budget": best,
-        "config": {**dataclasses.asdict(bc), "sweep": list(bc.sweep),
+        "config": {**config_of(bc), "sweep": list(bc.sweep),
                    "baseline_endpoint_ms": _baseline_endpoint_ms(),
                    "git_commit": git_commit(),
                    "flow": "bench (callctl/bench/runner.py BENCH_FLOW)"},
         "machine": mach,
     }
     return report, samples
+
+
+def make_switch(bc: BenchConfig) -> Bench:
+    """The switch ``bc`` names: the emulator, or the existing FreeSWITCH of ``bc.real``."""
+    if bc.switch == "freeswitch":
+        if bc.real is None:
+            raise RuntimeError("--switch freeswitch needs the switch's address (--sip)")
+        return RealSwitch(bc.real)
+    return EmulatedSwitch(bc.speed)
+
+
+def config_of(bc: BenchConfig) -> dict[str, Any]:
+    """``bc`` for the report, without the Event Socket password."""
+    out = dataclasses.asdict(bc)
+    if out.get("real"):
+        out["real"] = {**out["real"], "esl_password": "***"}
+    return out
 
 
 def _baseline_endpoint_ms() -> int:

@@ -49,6 +49,7 @@ __all__ = [
     "STANDARD_UTTERANCES",
     "CorpusError",
     "Utterance",
+    "join",
     "noise",
     "read_wav",
     "utterance",
@@ -219,6 +220,24 @@ def utterance(text: str, voice: str = "piper", codec: str = "PCMU", lead_s: floa
     _atomic_write(meta_path, json.dumps(
         {**params, "speech_start_s": start_s, "speech_end_s": end_s, "rate": RATE}, indent=1))
     return Utterance(text, samples, start_s, end_s, voice, codec)
+
+
+def join(first: Utterance, second: Utterance, gap_s: float) -> Utterance:
+    """One utterance with a pause inside: ``first``'s audio up to its speech end, ``gap_s``
+    of silence, then ``second`` from its speech start (a comma, or a caller who stops to
+    think mid-sentence). The pause runs from ``first.speech_end_s`` for ``gap_s``; the text
+    is both texts joined by a space. Raises CorpusError for different codecs, ValueError for
+    a negative gap."""
+    if first.codec != second.codec:
+        raise CorpusError(f"cannot join {first.codec} and {second.codec} speech")
+    if gap_s < 0:
+        raise ValueError("gap_s must be >= 0")
+    head = first.samples[:round(first.speech_end_s * RATE)]
+    tail = second.samples[round(second.speech_start_s * RATE):]
+    samples = np.concatenate([head, np.zeros(round(gap_s * RATE), np.int16), tail])
+    end = len(head) / RATE + gap_s + (second.speech_end_s - second.speech_start_s)
+    return Utterance(f"{first.text} {second.text}", samples.astype(np.int16),
+                     first.speech_start_s, end, first.voice, first.codec)
 
 
 # -- non-speech caller events -------------------------------------------------------------
