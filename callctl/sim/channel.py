@@ -17,6 +17,7 @@ the current application instead of nested inside it.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -384,14 +385,21 @@ class Channel:
         """``switch_ivr_park``: CHANNEL_PARK, serve the inbox until hangup / transfer / (for
         an outbound socket) release of control, CHANNEL_UNPARK."""
         self._fire("CHANNEL_PARK")
+        idle_read = False
         while self.is_up() and not self.transfer_to and (
                 self.outbound is None or self.controlled):
+            if not idle_read and self.answer_state in ("early", "answered"):
+                # switch_ivr_park reads send_silence_when_idle once, when the media is up
+                idle_read = True
+                self.media.write_idle_frames(
+                    _nonzero(self.variables.get("send_silence_when_idle")))
             try:
                 msg = self.inbox.get(timeout=0.5)
             except gevent.queue.Empty:
                 continue
             if msg.command != "wake":
                 self.process(msg)
+        self.media.write_idle_frames(False)
         self._fire("CHANNEL_UNPARK")
 
     def process(self, msg: PrivateMessage) -> None:
@@ -439,6 +447,12 @@ class Channel:
         self.destroyed.set()
 
 # ---------------------------------------------------------------------- applications
+
+def _nonzero(value: str | None) -> bool:
+    """FreeSWITCH's ``atoi(value) != 0``."""
+    m = re.match(r"\s*[-+]?\d+", value or "")
+    return m is not None and int(m.group()) != 0
+
 
 def _app_answer(ch: Channel, arg: str, broadcast: bool) -> None:
     ch.answer()

@@ -78,6 +78,10 @@ class ChannelMedia(Protocol):
         """uuid_fileman pause: toggle the pause of the current file; False when no file is
         playing (FreeSWITCH's ``-ERR No File Handle!``)."""
 
+    def write_idle_frames(self, on: bool) -> None:
+        """The park loop writes frames while nothing plays (``send_silence_when_idle``):
+        streamed fork audio is heard only into frames the channel writes."""
+
     def fork_api(self, argv: list[str]) -> str:
         """``uuid_audio_fork <uuid> …`` with argv after the uuid; returns the api body
         (``+OK Success\\n``, ``-ERR Operation Failed\\n`` or a ``-USAGE: …`` text)."""

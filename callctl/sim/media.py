@@ -29,6 +29,13 @@ Timing model (measured on FreeSWITCH 1.10.12, DESIGN.md §8), in media time:
   ``STREAM_PAUSE_S``, starts with 20 ms of audio found, at any sample offset, in the last
   frames heard before the cut) is recorded as ``paused`` instead of ``interrupted``, like a
   file paused with uuid_fileman.
+* The stream plays only into frames the channel writes (the jambonz module's bidirectional
+  audio is a WRITE_REPLACE media bug, ``dub_speech_frame``): while a playback runs (paused
+  too), or while ``idle_frames`` is on (the park loop writes silence:
+  ``send_silence_when_idle``, set by ``Channel.park_loop`` from the channel variable it
+  reads once when the media comes up). Otherwise the module's buffer is not drained and no
+  mark is echoed: the caller hears nothing, as on the real switch (10 of 10 turns). The
+  idle frames themselves are not modelled as audio (``write`` stays None while idle).
 """
 
 from __future__ import annotations
@@ -115,10 +122,13 @@ class _Playback:
 
 def new_media(signals: ChannelSignals, codec: str = "PCMU", rate: int = 8000,
               speed: float = 1.0, fork_variant: str = "jambonz",
-              temp_dir: str | None = None) -> Media:
+              temp_dir: str | None = None, idle_frames: bool = False) -> Media:
     """The media half for one channel (see ``ChannelMedia``). ``speed`` > 1 runs the media
-    clock faster than real time; ``fork_variant`` is ``"jambonz"`` or ``"drachtio"``."""
-    return Media(signals, codec, rate, speed, fork_variant, temp_dir)
+    clock faster than real time; ``fork_variant`` is ``"jambonz"`` or ``"drachtio"``;
+    ``idle_frames``: the channel writes frames while nothing plays (module doc)."""
+    media = Media(signals, codec, rate, speed, fork_variant, temp_dir)
+    media.write_idle_frames(idle_frames)
+    return media
 
 
 class Media:
@@ -159,6 +169,12 @@ class Media:
         self._tick_no = 0
         self._running = False
         self._stopped = False
+        self.idle_frames = False      # the channel writes frames while nothing plays
+
+    def write_idle_frames(self, on: bool) -> None:
+        """Whether the channel writes frames while nothing plays (``send_silence_when_idle``
+        as the park loop read it). Streamed audio is heard only into written frames."""
+        self.idle_frames = on
 
     # -- clock -------------------------------------------------------------------------
     def start(self) -> None:
@@ -207,6 +223,7 @@ class Media:
     def _write_frame(self, t: float) -> Samples | None:
         mix: npt.NDArray[np.int32] | None = None
         pb = self._current
+        writing = self.idle_frames or (pb is not None and pb.result is None)
         if pb is not None and pb.result is None:
             if pb.stop_at is not None and t >= pb.stop_at:
                 self._finish(pb, "break")
@@ -221,6 +238,9 @@ class Media:
                     mix = frame.astype(np.int32)
                     source = "tone" if pb.path.startswith("tone_stream://") else pb.path
                     pb.heard_idx = self._mark_heard(pb.heard_idx, source, t)
+        if not writing:                   # no frame for the module's media bug to replace
+            self._stream_heard.clear()
+            return None
         for name, frame in self.forks.stream_frames(self.frame_samples):
             key = f"stream:{name}"
             if frame is None:

@@ -31,10 +31,11 @@ def server() -> Iterator[WsServer]:
     srv.stop()
 
 
-def _media(tmp_path: Path, speed: float = 1.0, variant: str = "jambonz"
-           ) -> tuple[Media, RecordingSignals]:
+def _media(tmp_path: Path, speed: float = 1.0, variant: str = "jambonz",
+           idle_frames: bool = False) -> tuple[Media, RecordingSignals]:
     sig = RecordingSignals()
-    m = new_media(sig, speed=speed, fork_variant=variant, temp_dir=str(tmp_path))
+    m = new_media(sig, speed=speed, fork_variant=variant, temp_dir=str(tmp_path),
+                  idle_frames=idle_frames)
     m.start()
     return m, sig
 
@@ -366,7 +367,7 @@ def test_server_close_fires_disconnect_and_keeps_the_bug(tmp_path: Path,
 # -- jambonz bidirectional streaming -----------------------------------------------------
 def test_bidirectional_stream_is_heard_and_marks_reported(tmp_path: Path,
                                                          server: WsServer) -> None:
-    m, sig = _media(tmp_path, speed=4)
+    m, sig = _media(tmp_path, speed=4, idle_frames=True)   # send_silence_when_idle
     try:
         argv = ["start", server.url(), "mono", "8k", "asr", "{}", "true", "true", "16000"]
         assert m.fork_api(argv) == "+OK Success\n"

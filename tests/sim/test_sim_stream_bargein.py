@@ -36,7 +36,7 @@ def server() -> Iterator[WsServer]:
 def streaming(tmp_path: Path, server: WsServer) -> Iterator[tuple[Media, RecordingSignals,
                                                                   WsConn]]:
     sig = RecordingSignals()
-    m = new_media(sig, temp_dir=str(tmp_path))
+    m = new_media(sig, temp_dir=str(tmp_path), idle_frames=True)   # send_silence_when_idle
     m.start()
     try:
         assert m.fork_api(["start", server.url(), *BIDI]) == "+OK Success\n"
