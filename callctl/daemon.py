@@ -138,6 +138,7 @@ class Daemon:
         self.ownership: Any = None          # callctl.ownership.Ownership (with a store)
         self.recovery: Any = None           # callctl.recovery.Recovery, run before READY
         metrics.set_state_source(self.registry.by_state)
+        metrics.max_calls.set(cfg.daemon.max_calls)
 
     def add_ready_check(self, name: str, fn: Callable[[], bool]) -> None:
         """Something else that must be ready before READY=1 (e.g. models loaded)."""
@@ -301,6 +302,7 @@ class Daemon:
         merged, changed, restart = reload_config(self.cfg, new)
         self.cfg = merged
         self.server.update_config(merged)
+        self.metrics.max_calls.set(merged.daemon.max_calls)
         self.log.info("daemon.reloaded", changed=changed, needs_restart=restart)
         self.notify.send(f"STATUS=reloaded: {len(changed)} change(s) applied, "
                          f"{len(restart)} need a restart")

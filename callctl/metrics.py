@@ -1,19 +1,39 @@
 """Every Prometheus metric callctl exports, built on an injected registry.
 
 Contract: construct ``Metrics(registry)`` once per daemon (tests pass a fresh
-``CollectorRegistry``). Names carry units; labels come from closed sets only (hop names,
-route names from config, engine names, outcomes, hangup causes) and never a call uuid or a
-phone number. Current-state gauges (active calls by state) are read at scrape time through
-``set_state_source``.
+``CollectorRegistry``). Names carry units (``_seconds``, ``_total``, ``_ratio``); labels come
+from closed sets only (hop names, route names from config, engine names, outcomes, hangup
+causes) and never a call uuid or a phone number. Current-state gauges (active calls by state)
+are read at scrape time through ``set_state_source``.
+
+The registry also gets prometheus_client's process collector (``process_resident_memory_bytes``,
+``process_cpu_seconds_total``, ``process_open_fds``, …, read from /proc at scrape time) and
+platform collector (``python_info``): a fresh registry has neither, unlike the library's
+global one. ``callctl_build_info{version,commit}`` is 1 for the running build; the commit is
+read once, at construction, from the git checkout callctl runs from (``build_commit``), else
+``unknown``. ``callctl_max_calls`` is the capacity (``daemon.max_calls``), set by the daemon
+at start-up and on each SIGHUP reload.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from callctl import __version__
 
 # 5 ms .. 4 s, dense in the 50 ms - 2 s range that matters for turn-taking.
 LATENCY_BUCKETS = (
@@ -32,6 +52,41 @@ HOPS = (
 )
 
 
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+#: Where a checkout of callctl keeps ``.git`` (the parent of the package directory).
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def build_commit(root: Path = CHECKOUT) -> str:
+    """The commit (12 hex digits) checked out at ``root``, read from ``.git`` without running
+    git (HEAD, a loose ref or packed-refs; a worktree's ``.git`` file is followed);
+    ``"unknown"`` when there is no checkout (an installed package) or it cannot be read."""
+    git = root / ".git"
+    try:
+        if git.is_file():                       # worktree / submodule: "gitdir: <path>"
+            text = git.read_text().strip()
+            if not text.startswith("gitdir:"):
+                return "unknown"
+            git = (root / text.removeprefix("gitdir:").strip()).resolve()
+        common = git
+        if (git / "commondir").is_file():
+            common = (git / (git / "commondir").read_text().strip()).resolve()
+        sha = (git / "HEAD").read_text().strip()
+        if sha.startswith("ref:"):
+            ref = sha.removeprefix("ref:").strip()
+            loose = [p for p in (git / ref, common / ref) if p.is_file()]
+            if loose:
+                sha = loose[0].read_text().strip()
+            else:
+                packed = common / "packed-refs"
+                lines = packed.read_text().splitlines() if packed.is_file() else []
+                sha = next((ln.split(" ", 1)[0] for ln in lines
+                            if ln.endswith(" " + ref)), "")
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+    return sha[:12] if _SHA.fullmatch(sha) else "unknown"
+
+
 class _StateCollector(Collector):
     def __init__(self) -> None:
         self.source: Callable[[], Mapping[str, int]] | None = None
@@ -48,8 +103,19 @@ class _StateCollector(Collector):
 class Metrics:
     """All metrics, as attributes. One instance per process (or per test)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 version: str | None = None, commit: str | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Info(
+            "callctl_build", "The running callctl: version and git commit (or unknown).",
+            registry=r)
+        self.build_info.info({"version": version or __version__,
+                              "commit": commit or build_commit()})
+        self.max_calls = Gauge(
+            "callctl_max_calls", "Capacity: calls this node takes at most (daemon.max_calls).",
+            registry=r)
         self.turn_latency = Histogram(
             "callctl_turn_latency_seconds",
             "Caller speech end to first reply audio at the switch.",
@@ -113,11 +179,11 @@ class Metrics:
             "Start-up reconciliation decisions: close, resume, end, skip.",
             ["action"], registry=r)
         self.asr_rtf = Histogram(
-            "callctl_asr_real_time_factor", "Decode time / audio time per utterance.",
+            "callctl_asr_real_time_factor_ratio", "Decode time / audio time per utterance.",
             ["engine"], buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4),
             registry=r)
         self.tts_rtf = Histogram(
-            "callctl_tts_real_time_factor", "Synthesis time / audio time per sentence.",
+            "callctl_tts_real_time_factor_ratio", "Synthesis time / audio time per sentence.",
             ["engine"], buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4),
             registry=r)
         self.tts_cache = Counter(
@@ -142,6 +208,17 @@ class Metrics:
             "callctl_asr_recognizers_primed_total",
             "Pooled recognizers given their costly first utterance after start-up.",
             ["engine"], registry=r)
+        self.playback_marks_missing = Counter(
+            "callctl_playback_marks_missing_total",
+            "Streamed replies ended by the mark-wait bound: some playout marks never came back "
+            "(routine right after a killAudio; every reply of a call = the caller hears none).",
+            registry=r)
+        self.playback_fallbacks = Counter(
+            "callctl_playback_fallbacks_total",
+            "Calls switched from stream to file playback, by reason: no_idle_frames (the "
+            "channel writes no frames to play the stream into), marks_missing (no playout "
+            "mark of the call ever came back).",
+            ["reason"], registry=r)
         self.ready = Gauge(
             "callctl_ready", "1 while the daemon takes calls.", registry=r)
         self._states = _StateCollector()

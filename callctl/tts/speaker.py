@@ -13,7 +13,7 @@ Interrupt or hangup: the handle's stop callback cancels the reply: the cancel to
 threadpool synthesis before its next sentence, the feeder greenlet is killed, and the handle
 deletes its files. ``Reply.cancel()`` does the same from the CallSession side.
 
-Metrics: ``callctl_tts_real_time_factor{engine}`` per synthesized piece,
+Metrics: ``callctl_tts_real_time_factor_ratio{engine}`` per synthesized piece,
 ``callctl_engine_failures_total{engine}`` per failure or missed deadline, the
 ``tts_first_chunk`` mark (and hop) on the turn's timeline.
 """

@@ -201,7 +201,7 @@ def test_caller_resumes_before_commit(harness: Callable[..., Harness],
     assert len(starts) >= 2 and starts == sorted(starts)
     assert committed[0].words[-1].end > a.duration_s - 0.1 - 0.2  # second part is later
     rtf = h.server.metrics.registry.get_sample_value(
-        "callctl_asr_real_time_factor_count", {"engine": "vosk"})
+        "callctl_asr_real_time_factor_ratio_count", {"engine": "vosk"})
     assert rtf == 2  # one observation per finalized segment
 
 

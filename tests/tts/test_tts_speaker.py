@@ -48,7 +48,7 @@ def test_reply_is_spoken_piece_by_piece(piper: PiperSynthesizer, pdir: Path,
     assert reply.sources == ["piper"] * 5 and not reply.failed
     assert reply.pieces[0] == "Sure, I can help with that."
     assert handle.finished and "tts_first_chunk" in turn.marks and "playback_cmd" in turn.marks
-    assert _sample(metrics, "callctl_tts_real_time_factor_count", {"engine": "piper"}) == 5
+    assert _sample(metrics, "callctl_tts_real_time_factor_ratio_count", {"engine": "piper"}) == 5
     assert _sample(metrics, "callctl_hop_seconds_count", {"hop": "tts_first_chunk"}) == 1
     for _path, uuid in tr.plays:
         handle.on_event("CHANNEL_EXECUTE_COMPLETE", {"Application-UUID": uuid})
