@@ -31,13 +31,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.subprocess
 import pytest
+from nockit import wait_for, write_config
 from testkit import REPO, free_port
 
 CONF = REPO / "freeswitch" / "conf"
@@ -45,6 +45,8 @@ DEFAULT_BIN = Path("/usr/local/freeswitch/bin")
 SHARED_SWITCH = REPO.parent / "shared" / "freeswitch"
 PASSWORD = "callctl-test-esl"
 FLOWS = REPO / "callctl" / "examples" / "flows"
+ROUTES = (("+15551230000", "front_desk"), ("+15551230001", "appointment"),
+          ("+15551230002", "account"))
 
 
 def freeswitch_bin() -> Path | None:
@@ -70,18 +72,6 @@ def need_switch() -> Path:
             pytest.fail(why + " but a real switch is required here")
         pytest.skip(why)
     return found
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float, every: float = 0.05) -> Any:
-    """Poll ``cond`` until it is truthy; AssertionError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(every)
 
 
 def _dropin_env() -> dict[str, str]:
@@ -190,47 +180,30 @@ class FreeSwitch:
 
 
 def daemon_config(workdir: Path, fs: FreeSwitch, esl_listen_port: int, redis_url: str | None,
-                  *, routes: str = "", sections: str = "") -> str:
-    """A callctl.toml for ``fs`` (TOML text): routes default to the three example DIDs."""
-    store = f'redis_url = "{redis_url}"' if redis_url else ""
-    routes = routes or "\n".join(
-        f'[[routes]]\ndid = "{did}"\nflow = "{flow}"\n'
-        for did, flow in (("+15551230000", "front_desk"), ("+15551230001", "appointment"),
-                          ("+15551230002", "account")))
-    return f"""
-[daemon]
-max_calls = 8
-drain_timeout_s = 2.0
-resume_grace_s = 3.0
-work_dir = "{workdir / 'work'}"
-[esl]
-listen_port = {esl_listen_port}
-port = {fs.esl_port}
-password = "{PASSWORD}"
-command_timeout_s = 3.0
-linger_s = 3
-reconnect_max_s = 1.0
-[media]
-listen_port = {free_port()}
-[metrics]
-listen_port = {free_port()}
-[store]
-{store}
-lease_s = 3.0
-[tts]
-engine = "piper"
-fallback_engine = "espeak"
-cache_dir = "{workdir / 'prompts'}"
-[playback]
-dir = "{workdir / 'playback'}"
-[dialog]
-flows_dir = "{FLOWS}"
-[log]
-format = "json"
-level = "info"
-{sections}
-{routes}
-"""
+                  overrides: dict[str, dict[str, Any]] | None = None) -> str:
+    """A callctl.toml (text) for a daemon driving ``fs``, the three example DIDs routed to the
+    example flows; ``overrides`` are merged into its sections (``{"media": {...}}``)."""
+    sections: dict[str, dict[str, Any]] = {
+        "daemon": {"max_calls": 8, "drain_timeout_s": 2.0, "resume_grace_s": 3.0,
+                   "work_dir": str(workdir / "work")},
+        "esl": {"listen_port": esl_listen_port, "port": fs.esl_port, "password": PASSWORD,
+                "command_timeout_s": 3.0, "linger_s": 3, "reconnect_max_s": 1.0},
+        "media": {"listen_port": free_port()},
+        "metrics": {"listen_port": free_port()},
+        "store": {"lease_s": 3.0, **({"redis_url": redis_url} if redis_url else {})},
+        "tts": {"engine": "piper", "fallback_engine": "espeak",
+                "cache_dir": str(workdir / "prompts")},
+        "playback": {"dir": str(workdir / "playback")},
+        "dialog": {"flows_dir": str(FLOWS)},
+        "log": {"format": "json", "level": "info"},
+    }
+    for name, values in (overrides or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    path = workdir / "callctl.toml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(path, **sections)
+    routes = "".join(f'\n[[routes]]\ndid = "{did}"\nflow = "{flow}"\n' for did, flow in ROUTES)
+    return path.read_text() + routes
 
 
 class Daemon:
@@ -273,7 +246,7 @@ class Daemon:
                                      f"{self.err.read_text()[-2000:]}")
             return self.ready()
 
-        wait_for("the daemon's /readyz", up, timeout, every=0.1)
+        wait_for("the daemon's /readyz", up, timeout)
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """The daemon's JSON log lines so far (all, or those whose event is ``name``)."""

@@ -34,7 +34,7 @@ import gevent.event
 from callctl.log import get_logger
 from callctl.sim import corpus
 from callctl.sim.corpus import Utterance
-from callctl.sim.interfaces import ChannelMedia, Heard
+from callctl.sim.interfaces import Heard
 from callctl.sim.media import STREAM_GAP_S
 
 __all__ = [
@@ -62,11 +62,18 @@ __all__ = [
 POLL_S = 0.005
 
 
+class CallerMedia(Protocol):
+    """What a caller needs of a call's media: the emulator's ``ChannelMedia`` or the test
+    phone's (``callctl.sim.phone.PhoneCall``)."""
+
+    def say(self, samples_8k: Any) -> tuple[float, float]: ...
+
+
 class SimCallLike(Protocol):
-    """What a caller needs from ``callctl.sim.switch.SimCall``."""
+    """What a caller needs from ``callctl.sim.switch.SimCall`` (or a ``PhoneCall``)."""
 
     @property
-    def media(self) -> ChannelMedia: ...
+    def media(self) -> CallerMedia: ...
     def dtmf(self, digit: str) -> None: ...
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None: ...
     def wait_answered(self, timeout: float) -> bool: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fskit import Daemon, FreeSwitch, daemon_config, need_switch, wait_for
@@ -40,14 +41,17 @@ class Node:
         return c
 
 
-def start_node(tmp: Path, redis_url: str | None, sections: str = "",
+def start_node(tmp: Path, redis_url: str | None,
+               overrides: dict[str, dict[str, Any]] | None = None,
                extra_vars: dict[str, str] | None = None) -> Node:
+    """A switch on callctl's conf (``extra_vars`` into its vars.local) and a ready daemon
+    (``overrides`` merged into its config sections)."""
     need_switch()
     esl_listen = free_port()
     fs = FreeSwitch(tmp / "fs", esl_listen, extra_vars=extra_vars)
     fs.start()
     d = Daemon(tmp / "callctl", daemon_config(tmp / "callctl", fs, esl_listen, redis_url,
-                                               sections=sections))
+                                               overrides))
     d.start()
     try:
         d.wait_ready()

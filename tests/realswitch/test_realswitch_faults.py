@@ -75,7 +75,7 @@ def test_sigkill_mid_call_comes_back_through_the_dialplan_and_resumes(node: Node
     # takes it out of the prompt into its socket and resumes it from Redis: turn count and
     # flow node come back
     resumed = wait_for("the call resumed by the restarted daemon",
-                       lambda: _mine(second, "conversation.resumed", call.uuid), 90, every=0.2)
+                       lambda: _mine(second, "conversation.resumed", call.uuid), 90)
     assert resumed[0]["turns"] == 1
     taken = [e for e in second.events("reconcile.resume") if e.get("call_uuid") == call.uuid]
     assert taken and taken[0]["action"] == "sent to our socket", taken
