@@ -33,6 +33,13 @@ barge-in: a backchannel or noise is dropped, real words (too few to interrupt, o
 prompt that cannot be interrupted) are answered once the reply has played. A cut reply that
 ends the dialog (transfer, hangup) is carried out at once.
 
+Stream playback falls back to file playback for the rest of a call (``stream_off``, logged
+``conversation.stream_fallback``, counted in ``callctl_playback_fallbacks_total``) when the
+channel will not write the frames the module plays the stream into (``CallSession
+.writes_idle_frames`` false: it arrived answered without ``send_silence_when_idle``), or when
+a streamed reply that was neither cut nor paused ended without any playout mark of the call
+ever having come back (the caller heard nothing): that reply is said again from its start.
+
 Contract: a subclass may swap ``listener_class`` (same constructor) or override a step
 (``callctl.bench.baseline``); everything else only posts to the call's inbox.
 """
@@ -193,6 +200,8 @@ class Conversation(BargeIn):
         self.ended = False
         self.fork_url = ""
         self.fork_restarts = 0                     # fork started again after it was lost
+        self.stream_off: str | None = None         # why stream playback was given up
+        self.marks_seen = 0                        # playout marks the fork echoed, this call
 
     @property
     def spoken(self) -> SpokenReply | None:
@@ -235,7 +244,9 @@ class Conversation(BargeIn):
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid,
             metrics=v.metrics, engine=v.asr, scheduler=v.decoder)
         self.listener_g = gevent.spawn(self.listener.run)
-        stream = self.cfg.playback.mode == "stream"
+        if self.cfg.playback.mode == "stream" and not call.writes_idle_frames:
+            self._stream_fallback("no_idle_frames")
+        stream = self.stream_playback
         self._start_fork()
         opening = first or self.dialog.open()
         if stream and not v.forks.connected(call.uuid):
@@ -250,7 +261,7 @@ class Conversation(BargeIn):
         the switch refuses twice). mod_audio_fork refuses a start while a bug of the same
         name is on the channel (one left by a fork that never connected, before the call was
         released and offered again): that bug is stopped and the start tried once more."""
-        stream = self.cfg.playback.mode == "stream"
+        stream = self.stream_playback
 
         def start() -> None:
             self.call.control.audio_fork_start(
@@ -267,6 +278,41 @@ class Conversation(BargeIn):
             except CallControlError:
                 pass
             start()
+
+    @property
+    def stream_playback(self) -> bool:
+        """Replies are streamed on the fork (``playback.mode = "stream"``, not given up)."""
+        return self.cfg.playback.mode == "stream" and self.stream_off is None
+
+    def _stream_fallback(self, reason: str) -> None:
+        """Give up stream playback for this call: file playback from the next reply on."""
+        if self.stream_off is not None:
+            return
+        self.stream_off = reason
+        self.v.metrics.playback_fallbacks.labels(reason=reason).inc()
+        self.log.warning("conversation.stream_fallback", reason=reason,
+                         marks_seen=self.marks_seen, action="file playback for this call")
+
+    def _stream_unheard(self, h: PlaybackHandle) -> bool:
+        """A streamed reply the caller did not hear (module doc): fall back and say it again
+        with file playback. True if so (the new reply replaces ``h``)."""
+        if not isinstance(h, StreamPlayback) or not h.marks_missing or h.interrupted \
+                or h.closed or h.pauses or self.marks_seen or self.stream_off is not None:
+            return False
+        utt = self.utt
+        self._stream_fallback("marks_missing")
+        # the module still holds the unheard audio: it would play over the first file
+        self.v.forks.send_text(self.call.uuid, '{"type":"killAudio"}')
+        if utt is None or utt.handle is not h:
+            return False
+        again = [*utt.sentences, *utt.queue]
+        if not again:
+            return False
+        new = self._open_utterance(utt.turn, h.interruptible, utt.pump)
+        new.queue.extend(again)
+        new.complete = utt.complete
+        self._next_sentence()
+        return True
 
     def _fork_lost(self) -> None:
         """No audio for ``media.no_audio_timeout_s`` and no fork connected: the caller is not
@@ -655,7 +701,7 @@ class Conversation(BargeIn):
                 self.log.warning("conversation.stop_failed", error=str(e))
         v, call = self.v, self.call
         handle: PlaybackHandle
-        if self.cfg.playback.mode == "stream":
+        if self.stream_playback:
             handle = StreamPlayback(
                 lambda pcm: v.forks.send_binary(call.uuid, pcm),
                 lambda txt: v.forks.send_text(call.uuid, txt), v.rate, turn=turn,
@@ -767,6 +813,9 @@ class Conversation(BargeIn):
             msg = json.loads(ev.text)
         except ValueError:
             return
+        if isinstance(msg, dict) and msg.get("type") == "mark" \
+                and isinstance(msg.get("data"), dict) and msg["data"].get("event") == "playout":
+            self.marks_seen += 1
         if isinstance(msg, dict) and self.handle is not None:
             self.handle.on_fork_message(msg)
             self._check_played()
@@ -794,6 +843,8 @@ class Conversation(BargeIn):
             return
         if self.call.state not in (CallState.SPEAKING, CallState.ANSWERED,
                                    CallState.THINKING, CallState.LISTENING):
+            return
+        if self._stream_unheard(h):
             return
         self.played = h
         self._reply_played()

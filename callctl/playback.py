@@ -48,8 +48,17 @@ earlier reply on the same fork) it hands the names of the marks it dropped to th
 markers that play, silently, so later names are reported a marker late and the last ones
 not at all (the emulator does the same). A reply whose marks do not all come back ends by
 the mark-wait bound: ``mark_grace_s`` (0.3 s) after the pacing clock says its audio has
-played, which therefore always applies once everything is sent. Late names only ever mark
-pieces done late, never early. ``can_pause`` says whether a handle can pause at all.
+played, which therefore always applies once everything is sent (``marks_missing``, logged as
+``playback_marks_missing`` and counted in ``callctl_playback_marks_missing_total``). Late names
+only ever mark pieces done late, never early. ``can_pause`` says whether a handle can pause.
+
+Precondition (measured on FreeSWITCH 1.10.12): the module plays the stream, and echoes its
+marks, only into frames the channel writes (its bidirectional audio is a WRITE_REPLACE media
+bug). A channel parked by the socket app writes none while nothing plays unless
+``send_silence_when_idle`` was set when its media came up: without it the caller heard
+nothing in 10 of 10 turns and no mark came back. ``callctl.call.session`` sets it before
+answering; a call where that was too late, or whose marks never come back at all, is moved
+to file playback by the conversation (``callctl_playback_fallbacks_total``).
 
 State: a handle is *playing* until it is done (every piece played after ``finish()``),
 interrupted, or closed; after that every method is a harmless no-op. Nothing here decides
@@ -484,6 +493,8 @@ class StreamPlayback(PlaybackHandle):
         self._by_name: dict[str, _Piece] = {}
         # the module holds this much before it plays (at most what we send ahead of time)
         self.prebuffer_s = min(self.lead_s, 1280 / rate)
+        self.marks_back = 0          # playout marks of this reply that came back
+        self.marks_missing = False   # the reply ended by the mark-wait bound
 
     def _assume_started(self) -> None:
         """No playout mark says when the caller began to hear the reply: estimate it as the
@@ -584,7 +595,11 @@ class StreamPlayback(PlaybackHandle):
                 self._sent.popleft()
 
     def _marks_missing(self) -> None:
-        self.log.warning("playback_marks_missing", pieces=len(self.pieces))
+        self.marks_missing = True
+        self.log.warning("playback_marks_missing", pieces=len(self.pieces),
+                         marks_back=self.marks_back, pauses=self.pauses)
+        if self.metrics is not None:
+            self.metrics.playback_marks_missing.inc()
         self._assume_started()
         for piece in self.pieces:
             piece.state = "done"
@@ -624,6 +639,7 @@ class StreamPlayback(PlaybackHandle):
         piece = self._by_name.get(str(data.get("name", "")))
         if piece is None or data.get("event") != "playout":
             return
+        self.marks_back += 1
         piece.state = "done"
         if self.started is None and self.cmd_sent is not None:
             # the module played everything up to the end of this piece: it began that long ago

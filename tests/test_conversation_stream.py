@@ -90,3 +90,52 @@ def test_stream_mode_backchannel_pauses_and_the_reply_goes_on_from_there(rig: Ri
     assert rig.sample("callctl_bargeins_total", {"kind": "unpaused"}) == 1
     assert rig.sample("callctl_bargeins_total", {"kind": "false"}) == 0
     assert rig.sample("callctl_bargeins_total", {"kind": "speech"}) == 0
+
+
+# -- the channel must write frames for the stream to be heard (send_silence_when_idle) ------
+
+def _greeting_heard(rig: Rig) -> tuple[Any, list[Any]]:
+    call, _ = rig.call([callers.wait_for_bot(silence_s=0.6), callers.hangup()])
+    rig.finish(call)
+    return call, call.heard()
+
+
+@pytest.mark.slow
+def test_stream_mode_sets_idle_frames_before_answering(rig: Rig) -> None:
+    """The emulated dialplan sets no send_silence_when_idle: the daemon sets it (-1) before
+    the answer, so the parked channel writes frames and the streamed greeting is heard."""
+    call, heard = _greeting_heard(rig)
+    assert heard and all(h.source == "stream" for h in heard), heard
+    assert call.channel.variables.get("send_silence_when_idle") == "-1"
+    assert rig.sample("callctl_playback_fallbacks_total", {"reason": "marks_missing"}) == 0
+    assert rig.sample("callctl_playback_marks_missing_total") == 0
+
+
+@pytest.mark.slow
+def test_without_idle_frames_marks_never_come_back_and_the_call_falls_back_to_file(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that does not set the variable (what the real switch showed): nothing of the
+    stream is heard and no mark comes back; the reply ends by the mark-wait bound, is counted,
+    and the call falls back to file playback, which says the greeting again from the start."""
+    from callctl.call.session import CallSession
+
+    monkeypatch.setattr(CallSession, "_set_idle_frames",     # believes it set it
+                        lambda self, in_time: setattr(self, "writes_idle_frames", True))
+    _, heard = _greeting_heard(rig)
+    assert heard and heard[0].source != "stream", heard       # a WAV played with sendmsg
+    assert not [h for h in heard if h.source == "stream"], heard
+    assert rig.said[0] == rig.said[1] and rig.said[0].startswith("Thank you for calling Acme")
+    assert rig.sample("callctl_playback_marks_missing_total") == 1
+    assert rig.sample("callctl_playback_fallbacks_total", {"reason": "marks_missing"}) == 1
+
+
+@pytest.mark.slow
+def test_a_call_answered_before_the_socket_uses_file_playback_at_once(rig: Rig) -> None:
+    """Answered by the dialplan without send_silence_when_idle: the park loop has read it
+    already, too late to set: the call is played with files from its first prompt."""
+    rig.dialplan["+15551230000"] = f"answer; {rig.dialplan['+15551230000']}"
+    _, heard = _greeting_heard(rig)
+    assert heard and not [h for h in heard if h.source == "stream"], heard
+    assert len(rig.said) == 1
+    assert rig.sample("callctl_playback_fallbacks_total", {"reason": "no_idle_frames"}) == 1
+    assert rig.sample("callctl_playback_marks_missing_total") == 0

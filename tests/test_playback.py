@@ -295,6 +295,36 @@ def test_stream_without_mark_echo_still_ends() -> None:
     assert sum(len(f) for _t, f in fork.frames) == 1600 * 2
 
 
+def test_stream_marks_missing_is_flagged_logged_and_counted(metrics: Metrics,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, metrics=metrics, lead_ms=200,
+                       mark_grace_s=0.05, tail_ms=0, call_uuid="u-missing")
+    h.add(tone(0.1))
+    h.add(tone(0.1))
+    h.finish()
+    assert h.wait(5.0)
+    assert h.marks_missing and h.marks_back == 0 and not h.interrupted
+    assert metrics.registry.get_sample_value("callctl_playback_marks_missing_total") == 1
+    out = capsys.readouterr().out
+    assert "playback_marks_missing" in out and "u-missing" in out
+
+
+def test_stream_whose_marks_came_back_is_not_marks_missing(metrics: Metrics) -> None:
+    fork = Fork()
+    h = StreamPlayback(fork.send_binary, fork.send_text, 8000, metrics=metrics, lead_ms=200,
+                       tail_ms=0)
+    h.add(tone(0.1))
+    h.finish()
+    with gevent.Timeout(5):
+        while not fork.marks():
+            gevent.sleep(0.01)
+    h.on_fork_message({"type": "mark", "data": {"name": fork.marks()[0], "event": "playout"}})
+    assert h.done and not h.marks_missing and h.marks_back == 1
+    assert not metrics.registry.get_sample_value("callctl_playback_marks_missing_total")
+
+
 def test_stream_ignores_other_messages() -> None:
     fork = Fork()
     h = StreamPlayback(fork.send_binary, fork.send_text, 8000)

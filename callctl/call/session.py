@@ -10,10 +10,19 @@ greeting, then takes messages one by one, drives ``CallStateMachine`` and hands 
 channel event and media event to the ``Conversation`` (the dialog loop written elsewhere).
 The caller hanging up in any state, the socket closing, a switch that stops answering, or an
 illegal transition each end *this* call, with one ``call.end`` log line (cause, duration).
+
+Idle frames (``idle_frames=True``, stream playback): the jambonz fork plays streamed audio
+only into frames the channel writes (a WRITE_REPLACE media bug), and a channel parked by the
+socket app writes none while nothing plays unless ``send_silence_when_idle`` is set. The
+park loop reads that variable ONCE, when the channel's media becomes ready (at answer). So
+before answering, the session sets ``send_silence_when_idle=-1`` (digital silence) unless the
+dialplan set a level; ``writes_idle_frames`` then says whether the channel will write frames
+(False for a call that arrived answered or with early media without it: too late to set).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuidlib
 from collections import deque
@@ -176,6 +185,17 @@ def _cause_label(cause: str) -> str:
         else "OTHER"
 
 
+IDLE_VAR = "send_silence_when_idle"
+IDLE_SILENCE = "-1"      # FreeSWITCH: -1 = frames of zeros (no comfort noise)
+
+
+def writes_when_idle(value: str | None) -> bool:
+    """Whether a ``send_silence_when_idle`` value makes a parked channel write frames
+    (FreeSWITCH takes ``atoi``: any non-zero level, or -1)."""
+    m = re.match(r"\s*[-+]?\d+", value or "")
+    return m is not None and int(m.group()) != 0
+
+
 class CallSession:
     """Owns one call. Build it with the connection already ``connect``ed and subscribed;
     ``run()`` returns when the call is over and the socket is closed (``exit`` sent)."""
@@ -183,7 +203,8 @@ class CallSession:
     def __init__(self, conn: OutboundConnection, channel: dict[str, str], route: RouteConfig,
                  route_label: str, metrics: Metrics, command_timeout_s: float = 5.0,
                  conversation_factory: ConversationFactory | None = None,
-                 transfer_context: str = "default", bridge_profile: str = "external") -> None:
+                 transfer_context: str = "default", bridge_profile: str = "external",
+                 idle_frames: bool = False) -> None:
         self.conn = conn
         self.channel = channel
         self.uuid = channel.get("Unique-ID") or channel.get("variable_uuid", "")
@@ -213,6 +234,10 @@ class CallSession:
         #: Stored state to continue from (set before ``run()`` for a call resumed after a
         #: daemon restart; ``callctl.store.CallRecord``). The greeting is not played again.
         self.resume_from: Any = None
+        #: The call needs the channel to write frames while nothing plays (module doc).
+        self.idle_frames = idle_frames
+        #: Whether it will (known once answered): the dialplan set a level, or we did in time.
+        self.writes_idle_frames = writes_when_idle(channel.get(f"variable_{IDLE_VAR}"))
         self.ended = gevent.event.Event()
         conn.event_sink = self._on_esl_event
 
@@ -328,11 +353,28 @@ class CallSession:
     def _answer(self) -> None:
         # A call coming back to the socket app (fallback chain after a daemon restart) is
         # answered already: ``answer`` would be a no-op without a CHANNEL_ANSWER to wait for.
-        if self.channel.get("Answer-State") != "answered":
+        state = self.channel.get("Answer-State")
+        if self.idle_frames and not self.writes_idle_frames:
+            self._set_idle_frames(in_time=state not in ("answered", "early"))
+        if state != "answered":
             self.control.answer()
         self.answered_at = time.monotonic()
         self.transition(Trigger.ANSWER)
         self.log.info("call.answer", setup_ms=round((self.answered_at - self.started) * 1000))
+
+    def _set_idle_frames(self, in_time: bool) -> None:
+        """``send_silence_when_idle=-1`` on the channel (kept for a later re-offer even when
+        it is too late for this park: the media came up already)."""
+        try:
+            self.control.setvar(IDLE_VAR, IDLE_SILENCE)
+        except CallCommandRefused as e:
+            self.log.warning("call.idle_frames_refused", error=str(e))
+            return
+        self.writes_idle_frames = in_time
+        if not in_time:
+            self.log.warning("call.no_idle_frames", answer_state=self.channel.get(
+                "Answer-State"), why="media up before the socket app: set "
+                f"{IDLE_VAR} in the dialplan for stream playback")
 
     def _greet(self) -> None:
         if not self.route.greeting or self.resume_from is not None:

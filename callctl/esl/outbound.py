@@ -148,7 +148,8 @@ class OutboundServer:
             return
         session = CallSession(conn, channel, route, label, self.metrics,
                               cfg.esl.command_timeout_s, self.conversation_factory,
-                              cfg.esl.transfer_context, cfg.esl.bridge_profile)
+                              cfg.esl.transfer_context, cfg.esl.bridge_profile,
+                              idle_frames=cfg.playback.mode == "stream")
         if lease is not None:
             from callctl.ownership import LEASE_LOST_CAUSE
 
