@@ -201,6 +201,8 @@ class Premature:
     scenario: str
     start: float                 # when the caller began to hear it (monotonic s)
     into_gap: float | None       # s into the caller's pause it started (None: not in a gap)
+    speech_start: float = 0.0    # the utterance it broke into
+    speech_end: float = 0.0
 
 
 def premature_replies(spoken: Sequence[Spoken], heard: Sequence[Heard]
@@ -220,7 +222,8 @@ def premature_replies(spoken: Sequence[Spoken], heard: Sequence[Heard]
         if first is None:
             continue
         gap = next((g for g in s.gaps if g[0] <= first < g[1]), None)
-        out.append(Premature(name, first, None if gap is None else first - gap[0]))
+        out.append(Premature(name, first, None if gap is None else first - gap[0],
+                             s.speech_start, s.speech_end))
     return out, n
 
 

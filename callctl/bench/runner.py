@@ -648,6 +648,7 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
     daemon_lat: list[float] = []
     pairs: list[tuple[str, str]] = []
     premature: list[measure.Premature] = []
+    early: list[dict[str, Any]] = []     # each premature reply, for the report
     utterances_by: dict[str, int] = {}
     call_s = 0.0
     failed_steps = 0
@@ -657,6 +658,11 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         heard = callers.join_stream(r.call.heard(), STREAM_GAP_S / ph.speed)
         found, n_by = measure.premature_replies(spoken, heard)
         premature += found
+        early += [{"call": r.index, "scenario": p.scenario,
+                   "at_ms": round((p.start - p.speech_start) * 1000),
+                   "speech_ms": round((p.speech_end - p.speech_start) * 1000),
+                   "into_pause_ms": None if p.into_gap is None else round(p.into_gap * 1000)}
+                  for p in found]
         for name, n in n_by.items():
             utterances_by[name] = utterances_by.get(name, 0) + n
         turns = [dataclasses.replace(s, kind="utterance") for s in spoken
@@ -727,6 +733,8 @@ def analyze(ph: PhaseResult) -> dict[str, Any]:
         # cores' worth of CPU that other processes (not the daemon, not the emulator) used
         "other_processes_cores": round(ph.other_cpu_s / ph.wall_s, 2) if ph.wall_s else 0.0,
         "turns": detail,
+        # each premature reply: when it started into the utterance (and into its pause)
+        "premature": early,
     }
 
 

@@ -32,6 +32,7 @@ def test_reply_inside_the_mid_sentence_pause_is_premature() -> None:
     found, n = premature_replies(spoken, heard)
     assert n == {"pause": 1} and len(found) == 1
     assert found[0].scenario == "pause" and found[0].into_gap == pytest.approx(0.4)
+    assert (found[0].speech_start, found[0].speech_end) == (1.0, 4.0)
     # it is not this utterance's reply: turn latency waits for audio after the speech end
     assert turn_latencies(spoken, heard) == ([], 1)
 
