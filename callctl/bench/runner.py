@@ -816,6 +816,8 @@ def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any]
     progress = Progress(out)
     print(f"callctl bench: {bc.calls} call(s) x {bc.turns} turn(s), asr={bc.asr}, "
           f"tts={bc.tts}, playback={bc.playback}, speed={bc.speed}", file=out, flush=True)
+    sw = make_switch(bc)
+    sw.check()                       # a real switch that cannot be reached: stop here
     print("  preparing caller speech…", file=out, flush=True)
     cache: dict[str, Utterance] = {}
     for text in (*UTTERANCES, *BARGE_INS, *BACKCHANNELS):
@@ -829,8 +831,6 @@ def run_bench(bc: BenchConfig, out: TextIO = sys.stdout) -> tuple[dict[str, Any]
             for text in (a, b):
                 cache[text] = corpus.utterance(text, voice=bc.caller_voice, codec="PCMU")
 
-    sw = make_switch(bc)
-    sw.check()
     sw.start()
     procs = {"callctl": DaemonProcess("callctl", bc, sw.daemon_esl(), work, sw.did)}
     if bc.baseline:
