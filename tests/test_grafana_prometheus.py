@@ -372,3 +372,19 @@ def test_every_dashboard_and_rule_expression_returns_data(tmp_path: Path) -> Non
         prom.stop()
         for n in nodes:
             n.server.stop()
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    """Each alert's runbook_url names its own section of RUNBOOK.md, and the section says what
+    to check and what to do."""
+    runbook = (REPO / "RUNBOOK.md").read_text()
+    sections = {m[1]: m[2] for m in re.finditer(r"^## (\w+)\n(.*?)(?=^## |\Z)", runbook,
+                                                 re.M | re.S)}
+    alerts = [r for r in rules() if "alert" in r]
+    assert alerts
+    for r in alerts:
+        url = r["annotations"].get("runbook_url", "")
+        assert url.endswith(f"RUNBOOK.md#{r['alert'].lower()}"), r["alert"]
+        body = sections.get(r["alert"], "")
+        assert "Check:" in body and "Do:" in body, r["alert"]
+    assert set(sections) == {r["alert"] for r in alerts}

@@ -22,7 +22,8 @@ def build_engine(cfg: AsrConfig, metrics: Metrics, sample_rate: int = 8000) -> E
     if cfg.engine == "whisper":
         from callctl.asr.whisper import WhisperEngine
 
-        return WhisperEngine(metrics, cfg.whisper_model_path, sample_rate)
+        return WhisperEngine(metrics, cfg.whisper_model_path, sample_rate,
+                             window_s=cfg.whisper_window_s)
     from callctl.asr.vosk import VoskEngine
 
     engine = VoskEngine(metrics, cfg.model_path, sample_rate, cfg.pool_size)
