@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("callctl.sim.cli", "FreeSWITCH emulator (serve an emulated switch, place calls)."),
     "demo": ("callctl.demo", "Run the emulated switch, the daemon and scripted callers."),
     "run": ("callctl.daemon", "Run the call-control daemon (the systemd service's job)."),
-    "models": ("callctl.asr.models", "List, fetch (explicitly) and verify Vosk ASR models."),
+    "models": ("callctl.asr.models", "List, fetch (explicitly) and verify models (Vosk ASR, "
+               "the Smart Turn end-of-turn model)."),
     "bench": ("callctl.bench.cli", "Measure turn latency under load, side by side with a "
               "cloud-style baseline."),
     "status": ("callctl.noc", "Daemon, ESL link, Redis, models, capacity and nodes at a glance."),

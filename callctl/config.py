@@ -205,6 +205,28 @@ class TurnsConfig:
         8000, "Silence after the bot finished speaking before a no-input reprompt.",
         between(500, 120000),
     )
+    number_silence_ms: int = setting(
+        700, "Silence for a turn that ends in a number still being read (two number words, "
+        "or one when the flow asks for digits).", between(50, 10000)
+    )
+    turn_model_path: str = setting(
+        "auto", "Smart Turn v3.2 end-of-turn model (.onnx; `callctl models fetch "
+        "smart-turn-v3.2`). auto: <asr.models_dir>/smart-turn-v3.2-cpu.onnx when installed, "
+        "else off with a warning; a path: that file, a missing one stops the start-up; "
+        "empty: off (silence and words alone).",
+    )
+    turn_model_threshold: float = setting(
+        0.5, "Turn model probability at or above which a pause is a finished turn.",
+        between(0.01, 0.99),
+    )
+    incomplete_silence_ms: int = setting(
+        900, "Longest silence a turn waits when the turn model says it is unfinished.",
+        between(50, 10000),
+    )
+    turn_model_wait_ms: int = setting(
+        500, "Longest silence to wait for the turn model's verdict (a loaded machine) before "
+        "ending the turn without it.", between(50, 10000),
+    )
     bargein_min_speech_ms: int = setting(
         150, "Caller speech over the bot needed to interrupt it.", between(20, 5000)
     )

@@ -68,3 +68,23 @@ def whisper_engine() -> Any:
     from callctl.asr.whisper import WhisperEngine
 
     return WhisperEngine(Metrics(CollectorRegistry()))
+
+
+@pytest.fixture(scope="session")
+def turn_model_path() -> Path:
+    """The Smart Turn v3.2 model file, fetched once by .ci/setup into the model cache
+    ($CALLCTL_TEST_TURN_MODEL, else ~/.cache/callctl/models). Missing = a hard error."""
+    path = Path(os.environ.get("CALLCTL_TEST_TURN_MODEL") or
+                Path.home() / ".cache" / "callctl" / "models" / "smart-turn-v3.2-cpu.onnx")
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: run .ci/setup (or `callctl models fetch "
+                           f"smart-turn-v3.2 --models-dir {path.parent}`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def turn_model(turn_model_path: Path) -> Any:
+    """The real Smart Turn model, loaded once per test session."""
+    from callctl.media.smart_turn import SmartTurn
+
+    return SmartTurn(turn_model_path)

@@ -1,7 +1,11 @@
-"""`callctl models list|fetch|verify`: named production Vosk models, fetched only on request.
+"""`callctl models list|fetch|verify`: named production models, fetched only on request.
 
-How this works: ``CATALOG`` names the models an operator may want, with the official
-alphacephei.com URL, the archive's size and, where it is published, its sha256. ``fetch``
+How this works: ``CATALOG`` names the models an operator may want: Vosk models with the
+official alphacephei.com URL, the archive's size and, where it is published, its sha256; and
+the Smart Turn v3.2 end-of-turn model (``turns.turn_model_path``), one file taken out of the
+``pipecat-ai`` wheel on PyPI (``member``) without installing pipecat: the wheel is checked
+against its PyPI sha256, the ``.onnx`` against its own, and only that file is written to
+``<models_dir>/<file>``. For a Vosk model, ``fetch``
 downloads the zip into ``asr.models_dir`` (a ``.part`` file, progress bar on stderr), checks
 the sha256 (or, when none is known, prints the one it computed and records it next to the
 model so ``verify`` can check it later), unzips into ``<models_dir>/<name>`` through a
@@ -40,6 +44,13 @@ class ModelInfo:
     size_mb: int
     sha256: str | None
     note: str
+    member: str | None = None         # a single file taken out of the archive ...
+    member_sha256: str | None = None  # ... with this sha256 ...
+    file: str | None = None           # ... written as <models_dir>/<file>
+
+    @property
+    def installed_name(self) -> str:
+        return self.file or self.name
 
 
 _BASE = "https://alphacephei.com/vosk/models/"
@@ -53,6 +64,15 @@ CATALOG: dict[str, ModelInfo] = {m.name: m for m in (
               "US English, large (server class, several GB of RAM)"),
     ModelInfo("vosk-model-small-en-in-0.4", _BASE + "vosk-model-small-en-in-0.4.zip", 36,
               None, "Indian English, small"),
+    ModelInfo("smart-turn-v3.2",
+              "https://files.pythonhosted.org/packages/38/31/29c72ca8d3a16b59fd12580fcb99a7"
+              "cef641d9ee07fe7b0321c1b65ca3cf/pipecat_ai-1.14.0-py3-none-any.whl", 12,
+              "0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44",
+              "end-of-turn model (turns.turn_model_path), BSD-2-Clause, from the "
+              "pipecat-ai 1.14.0 wheel",
+              member="pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+              member_sha256="2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+              file="smart-turn-v3.2-cpu.onnx"),
 )}
 
 
@@ -95,8 +115,57 @@ def download(url: str, dest: Path, timeout: float = 30.0, out: IO[str] = sys.std
             f"the models directory.") from e
 
 
+def fetch_member(info: ModelInfo, models_dir: Path, out: IO[str] = sys.stderr) -> Path:
+    """Download the archive of ``info``, check it, and write only its ``member`` (checked
+    too) to ``models_dir/info.file``; returns that path. An installed file is verified."""
+    assert info.member is not None and info.file is not None
+    target = models_dir / info.file
+    if target.exists():
+        out.write(verify_file(target, info) + "\n")
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    part = models_dir / f".{info.name}.archive.part"
+    tmp = models_dir / f".{info.file}.part"
+    try:
+        download(info.url, part, out=out)
+        digest = sha256_of(part)
+        if info.sha256 is not None and digest != info.sha256:
+            raise ModelFetchError(f"checksum mismatch for {info.url}: got sha256 {digest}, "
+                                  f"expected {info.sha256}; the file was removed")
+        try:
+            with zipfile.ZipFile(part) as z, z.open(info.member) as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except KeyError as e:
+            raise ModelFetchError(f"{info.url} has no {info.member}") from e
+        except zipfile.BadZipFile as e:
+            raise ModelFetchError(f"{info.url} is not a zip archive: {e}") from e
+        got = sha256_of(tmp)
+        if info.member_sha256 is not None and got != info.member_sha256:
+            raise ModelFetchError(f"checksum mismatch for {info.member} in {info.url}: got "
+                                  f"sha256 {got}, expected {info.member_sha256}")
+        tmp.replace(target)
+        return target
+    finally:
+        part.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def verify_file(path: Path, info: ModelInfo) -> str:
+    """Check a single-file model against the catalog's sha256; returns a one-line summary."""
+    if not path.is_file():
+        raise ModelFetchError(f"{path} does not exist (run `callctl models fetch {info.name}`)")
+    digest = sha256_of(path)
+    if info.member_sha256 is not None and digest != info.member_sha256:
+        raise ModelFetchError(f"{path}: sha256 {digest} is not {info.name}'s "
+                              f"({info.member_sha256}); fetch it again")
+    return f"{path}: {info.name} OK, {path.stat().st_size / 1e6:.1f} MB, sha256 {digest[:16]}…"
+
+
 def fetch(info: ModelInfo, models_dir: Path, out: IO[str] = sys.stderr) -> Path:
-    """Download, check and unpack ``info`` into ``models_dir/info.name``; returns the path."""
+    """Download, check and unpack ``info`` into ``models_dir/info.name``; returns the path.
+    A single-file model (``info.member``) goes through ``fetch_member``."""
+    if info.member is not None:
+        return fetch_member(info, models_dir, out)
     target = models_dir / info.name
     if target.exists():
         verify(target)
@@ -180,7 +249,7 @@ def main(args: argparse.Namespace) -> int:
             models_dir = _models_dir(args)
             print(f"{'name':<32} {'size':>8}  {'sha256':<8}  installed  note")
             for m in CATALOG.values():
-                installed = "yes" if (models_dir / m.name).is_dir() else "no"
+                installed = "yes" if (models_dir / m.installed_name).exists() else "no"
                 print(f"{m.name:<32} {m.size_mb:>5} MB  {'yes' if m.sha256 else 'no':<8}  "
                       f"{installed:<9}  {m.note}")
             print(f"(models directory: {models_dir})")
@@ -195,12 +264,24 @@ def main(args: argparse.Namespace) -> int:
                 info = ModelInfo(args.name, args.url, 0, args.sha256, "mirror")
             assert info is not None
             path = fetch(info, _models_dir(args))
+            if info.member is not None:
+                print(verify_file(path, info))
+                print(f"set turns.turn_model_path = \"{path}\" (or leave it at auto) to use it")
+                return 0
             print(verify(path))
             print(f"set asr.model_path = \"{path}\" to use it")
             return 0
+        known = CATALOG.get(args.name_or_path)
         target = Path(args.name_or_path)
-        if not target.is_absolute() and not target.exists():
+        if known is not None and known.file is not None:
+            target = _models_dir(args) / known.file
+        elif not target.is_absolute() and not target.exists():
             target = _models_dir(args) / args.name_or_path
+        single = known if known is not None and known.file is not None else next(
+            (m for m in CATALOG.values() if m.file is not None and m.file == target.name), None)
+        if single is not None:
+            print(verify_file(target, single))
+            return 0
         print(verify(target))
         return 0
     except (ModelFetchError, AsrModelError) as e:
