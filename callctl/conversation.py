@@ -242,7 +242,7 @@ class Conversation(BargeIn):
             emit=self._from_listener, turn_factory=self._new_turn,
             padding_ms=self.cfg.asr.padding_ms,
             no_audio_timeout_s=self.cfg.media.no_audio_timeout_s, call_uuid=call.uuid,
-            metrics=v.metrics, engine=v.asr, scheduler=v.decoder)
+            metrics=v.metrics, engine=v.asr, scheduler=v.decoder, turn_model=v.turn_model)
         self.listener_g = gevent.spawn(self.listener.run)
         if self.cfg.playback.mode == "stream" and not call.writes_idle_frames:
             self._stream_fallback("no_idle_frames")
@@ -676,8 +676,11 @@ class Conversation(BargeIn):
             self.v.store.save_call(self.record)
 
     def _apply_listen(self) -> None:
-        """Tell the recognizer what the next turn expects (a flow node's phrases)."""
+        """Tell the recognizer what the next turn expects (a flow node's phrases), and the
+        listener whether digits are expected (a number read out pauses between groups)."""
         listen = self.dialog.listen if self.dialog is not None else None
+        if self.listener is not None:
+            self.listener.expect_number(listen is not None and listen.max_digits is not None)
         if self.listener is not None and self.recognizer is not None:
             self.recognizer = self.listener.recognizer     # replaced after a failure
         if self.recognizer is not None:

@@ -11,7 +11,9 @@ recognizer's first-utterance cost. For each answered call the ``CallSession`` as
 for a ``Conversation`` (``Voice(call)``); ``close()`` stops the fork server, the store and the
 webhooks' threads. Besides the fork server and the store, ``Voice`` holds the recognizer
 engine and its ``DecodeScheduler``, the ``Speaker`` (TTS + prompt cache), the flows
-(``Dialogs``), the endpointing policy, the VAD pool and the webhooks' own threadpool
+(``Dialogs``), the endpointing policy and the turn model (``turns.turn_model_path``, loaded
+at start-up, one for all calls; a configured file that is missing or broken stops the
+start-up with one line), the VAD pool and the webhooks' own threadpool
 (``callctl.dialog.webhook``). A subclass may return another ``Conversation`` subclass from
 ``__call__`` (``callctl.bench.baseline``).
 """
@@ -34,6 +36,7 @@ from callctl.dialog import Dialogs
 from callctl.dialog.webhook import WEBHOOK_THREADS
 from callctl.log import get_logger
 from callctl.media.forkserver import ForkServer
+from callctl.media.smart_turn import AUTO, MODEL_FILE, MODEL_NAME, SmartTurn, load_turn_model
 from callctl.media.vad import Vad
 from callctl.metrics import Metrics
 from callctl.store import SessionStore, open_store
@@ -55,7 +58,8 @@ class Voice:
 
     def __init__(self, cfg: Config, metrics: Metrics, config_path: str | None = None,
                  flows_dir: str | Path | None = None, store: SessionStore | None = None,
-                 asr: Engine | None = None, speaker: Speaker | None = None) -> None:
+                 asr: Engine | None = None, speaker: Speaker | None = None,
+                 turn_model: SmartTurn | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.log = get_logger(component="voice")
@@ -67,6 +71,7 @@ class Voice:
         self.speaker = speaker if speaker is not None else build_speaker(
             cfg.tts, self.rate, metrics)
         self.policy = EndpointPolicy.from_config(cfg.turns)
+        self.turn_model = turn_model
         self.playback_dir = Path(cfg.playback.dir)
         self.loaded = False
         self._vads: list[Vad] = []     # idle, reset VADs (at most daemon.max_calls)
@@ -91,6 +96,13 @@ class Voice:
             from callctl.asr import build_engine
 
             self.asr = build_engine(self.cfg.asr, self.metrics, self.rate)
+        if self.turn_model is None:
+            self.turn_model = load_turn_model(self.cfg)      # TurnModelError: not here
+            if self.turn_model is None and self.cfg.turns.turn_model_path == AUTO:
+                self.log.warning(
+                    "voice.turn_model_off", path=str(Path(self.cfg.asr.models_dir) / MODEL_FILE),
+                    why=f"not installed: run `callctl models fetch {MODEL_NAME}` (or set "
+                        "turns.turn_model_path = \"\" to silence this)")
         prompts = [*self.dialogs.static_prompts(),
                    *([self.cfg.dialog.resume_prompt] if self.cfg.dialog.resume_prompt else [])]
         counts = self.speaker.prepare(prompts)
@@ -101,6 +113,7 @@ class Voice:
         if self.cfg.asr.prime and hasattr(self.asr, "prime"):
             self._primer = gevent.spawn(self._prime_recognizers)
         self.log.info("voice.ready", asr=type(self.asr).__name__, tts=self.cfg.tts.engine,
+                      turn_model=str(self.turn_model.path) if self.turn_model else "off",
                       prompts=len(prompts), rendered=counts, fork_port=self.forks.address[1],
                       took_s=round(time.monotonic() - t0, 2))
 

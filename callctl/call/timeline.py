@@ -44,6 +44,9 @@ class Turn:
     marks: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
     reply: str = ""
+    #: How the listener ended the turn (``callctl.turns``): reason, the table's row, the turn
+    #: model's probability and CPU, the silence waited and the silence the row needed.
+    endpoint: dict[str, Any] = field(default_factory=dict)
 
     def mark(self, name: str, at: float | None = None) -> float:
         """Record mark ``name`` (first one wins); returns the recorded time."""
@@ -73,4 +76,5 @@ class Turn:
             "reply": self.reply,
             "marks_ms": {k: round((v - origin) * 1000, 1) for k, v in self.marks.items()},
             "hops_ms": {k: round(v * 1000, 1) for k, v in self.hops().items()},
+            "endpoint": dict(self.endpoint),
         }

@@ -22,6 +22,16 @@ A recognizer that fails or hangs (``decode_timeout_s``) costs the rest of that t
 one for the next turn (``AsrRecovered``: re-apply the grammar); without, ASR stays off.
 Fork control events (connected, text, closed...) are passed on to ``emit`` unchanged.
 
+The turn model (``turn_model``, Smart Turn: ``callctl.media.smart_turn``): the listener keeps
+the turn's audio (pre-roll, speech and pauses; the last ``smart_turn.WINDOW_S``), and at each
+speech end hands it to the model once, in the hub's threadpool (through a URGENT scheduler
+slot, like the final; both run at once on two cores), while the speculative final runs. The
+verdict (a probability) lands in ``ListenState`` for the policy table; a caller who speaks
+again makes it stale. A model that fails or hangs costs only that pause's verdict (the policy
+decides as without a model). ``expect_number(True)``: the flow waits for digits. Each commit
+writes its decision into ``Turn.endpoint`` (reason, the table's row, probability, CPU, the
+silence waited and needed, the verdicts of earlier pauses of the turn).
+
 ``emit`` is called on the listener's greenlet and must not block for long (the session
 puts the event in its own inbox).
 """
@@ -34,7 +44,7 @@ import dataclasses
 import enum
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import numpy as np
@@ -58,11 +68,13 @@ from callctl.media.audio import (
     ForkDrained,
     Inbox,
 )
+from callctl.media.smart_turn import WINDOW_S
 from callctl.media.vad import SpeechEnded, SpeechStarted, Vad
 from callctl.metrics import Metrics
 from callctl.turns import (
     Action,
     AsrFailed,
+    Decision,
     EndpointPolicy,
     ListenState,
     NoAudio,
@@ -72,6 +84,14 @@ from callctl.turns import (
 )
 
 Emit = Callable[[Any], None]
+
+
+class TurnModel(Protocol):
+    """What the listener needs of ``callctl.media.smart_turn.SmartTurn``."""
+
+    name: str
+
+    def timed(self, samples: np.ndarray, rate: int) -> tuple[float, float]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +130,7 @@ class Listener:
         metrics: Metrics | None = None,
         engine: Engine | None = None,
         scheduler: DecodeScheduler | None = None,
+        turn_model: TurnModel | None = None,
     ) -> None:
         self.inbox = inbox
         self.recognizer = recognizer
@@ -148,6 +169,16 @@ class Listener:
         self._asr_ok = True
         self._busy = False                   # a recognizer call is running in a thread
         self._job: Any = None                # ... that one
+        self.turn_model = turn_model
+        self._expect_number = False
+        self._turn_audio: collections.deque[np.ndarray] = collections.deque()
+        self._turn_audio_s = 0.0
+        self._model_seq = 0                  # which pause the running inference judges
+        self._model_pending = False
+        self._model_p: float | None = None   # this pause's verdict
+        self._model_cpu_ms: float | None = None
+        self._model_error: str | None = None
+        self._verdicts: list[float | None] = []   # earlier pauses of this turn
 
     # -- control from the session (any greenlet) -----------------------------------------------
 
@@ -161,6 +192,10 @@ class Listener:
 
     def disarm_no_input(self) -> None:
         self._armed_at = None
+
+    def expect_number(self, expected: bool) -> None:
+        """The flow waits for digits (a number read out takes pauses between groups)."""
+        self._expect_number = expected
 
     def release(self, engine: Engine) -> bool:
         """After ``run()`` returned: give the recognizer back to ``engine``'s pool. One that
@@ -238,11 +273,23 @@ class Listener:
                     to_decode = []
                     self._speech_end_audio_t = self._audio_t - (f.at - ev.at)
                     self._speech_ended(ev)
+            if self.phase is not Phase.IDLE:
+                self._keep(f)
             if self.phase is Phase.SPEAKING:
                 to_decode.append(f)
             else:
                 self._remember(f)
         self._decode(to_decode)
+
+    def _keep(self, f: AudioFrame) -> None:
+        """The turn's audio for the turn model: the last ``WINDOW_S`` seconds."""
+        if self.turn_model is None:
+            return
+        self._turn_audio.append(f.samples)
+        self._turn_audio_s += f.duration_s
+        while self._turn_audio and self._turn_audio_s - len(
+                self._turn_audio[0]) / f.rate >= WINDOW_S:
+            self._turn_audio_s -= len(self._turn_audio.popleft()) / f.rate
 
     def _remember(self, f: AudioFrame) -> None:
         self._preroll.append(f)
@@ -260,8 +307,14 @@ class Listener:
                 self._parts.append(self._speculative.text)
                 self._words.extend(self._speculative.words)
             self._speculative = None
+            self._verdicts.append(self._model_p)
+            self._model_seq += 1                 # a verdict still running is stale now
+            self._model_pending, self._model_p = False, None
             self.emit(TurnResumed(ev.at, discarded))
         else:
+            if self.turn_model is not None:
+                self._turn_audio = collections.deque(f.samples for f in self._preroll)
+                self._turn_audio_s = self._preroll_s
             self.turn = self.turn_factory()
             self.turn.mark("speech_start", ev.at)
             self._speech_start = ev.at
@@ -278,12 +331,45 @@ class Listener:
         self.emit(ev)
         self.phase = Phase.PAUSED
         self._speech_end = ev.at
+        self._judge_pause()                   # runs beside the final below
         rec = self._final()
         if rec is not None:
             self._speculative = rec
             self._speculative_at = time.monotonic()
             self.emit(FinalTranscript(self._text(rec.text), tuple(self._words) + rec.words,
                                       True, self._speculative_at, rec.decode_s))
+
+    # -- turn model (threadpool) ----------------------------------------------------------------
+
+    def _judge_pause(self) -> None:
+        """Start the turn model on this pause's audio (once per pause, off the hub)."""
+        self._model_seq += 1
+        self._model_pending, self._model_p = False, None
+        if self.turn_model is None or not self._turn_audio:
+            return
+        samples = np.concatenate(list(self._turn_audio))
+        self._model_pending = True
+        gevent.spawn(self._infer, self.turn_model, self._model_seq, samples, self.vad.rate)
+
+    def _infer(self, model: TurnModel, seq: int, samples: np.ndarray, rate: int) -> None:
+        p: float | None = None
+        cpu_ms: float | None = None
+        error: str | None = None
+        try:
+            with self.scheduler.slot(Priority.URGENT, self.decode_timeout_s) \
+                    if self.scheduler is not None else contextlib.nullcontext():
+                job = gevent.get_hub().threadpool.spawn(model.timed, samples, rate)
+                p, cpu_s = job.get(timeout=self.decode_timeout_s)
+                cpu_ms = round(cpu_s * 1000, 1)
+        except gevent.GreenletExit:
+            raise
+        except (Exception, gevent.Timeout) as e:    # this pause is decided without it
+            error = repr(e)[:200]
+            self.log.error("turn model failed", error=error)
+        if seq != self._model_seq:                   # the caller spoke again meanwhile
+            return
+        self._model_pending, self._model_p = False, p
+        self._model_cpu_ms, self._model_error = cpu_ms, error
 
     # -- recognizer (threadpool) ----------------------------------------------------------------
 
@@ -385,15 +471,37 @@ class Listener:
                 utterance_ms=(now - self._speech_start) * 1000,
                 text=self._text(best),
                 waiting_ms=None,
+                probability=self._model_p if self.phase is Phase.PAUSED else None,
+                model_pending=self._model_pending and self.phase is Phase.PAUSED,
+                expect_number=self._expect_number,
             )
         decision = self.policy.decide(state)
         if decision.action is Action.COMMIT:
-            self._commit(decision.reason)
+            self._commit(decision.reason, decision, state.silence_ms)
         elif decision.action is Action.NO_INPUT:
             self._armed_at = None
             self.emit(NoInput(now))
 
-    def _commit(self, reason: str) -> None:
+    def _endpoint_record(self, reason: str, decision: Decision | None,
+                         silence_ms: float | None) -> dict[str, Any]:
+        rec: dict[str, Any] = {"reason": reason}
+        if decision is not None and decision.row is not None:
+            rec["words"], rec["model"] = decision.row[0].value, decision.row[1].value
+            rec["need_ms"] = decision.need_ms
+        if silence_ms is not None:
+            rec["silence_ms"] = round(silence_ms, 1)
+        if self.turn_model is not None:
+            rec["probability"] = None if self._model_p is None else round(self._model_p, 4)
+            rec["model_cpu_ms"] = self._model_cpu_ms
+            if self._model_error:
+                rec["model_error"] = self._model_error
+            if self._verdicts:
+                rec["earlier_pauses"] = [None if p is None else round(p, 4)
+                                         for p in self._verdicts]
+        return rec
+
+    def _commit(self, reason: str, decision: Decision | None = None,
+                silence_ms: float | None = None) -> None:
         now = time.monotonic()
         rec = self._speculative
         final_at = self._speculative_at
@@ -412,6 +520,12 @@ class Listener:
         turn.mark("asr_final", final_at)
         turn.mark("endpoint", now)
         turn.transcript = text
+        turn.endpoint = self._endpoint_record(reason, decision, silence_ms)
+        self._model_seq += 1
+        self._model_pending, self._model_p, self._model_cpu_ms = False, None, None
+        self._model_error, self._verdicts = None, []
+        self._turn_audio.clear()
+        self._turn_audio_s = 0.0
         self.phase = Phase.IDLE
         self.turn = None
         self._parts, self._words, self._partial = [], [], ""

@@ -147,7 +147,9 @@ class TurnRecord:
     """One turn as stored in ``<ns>:call:<uuid>:turns``: transcript, reply and hop timings.
 
     ``marks_ms`` are milliseconds since the call started, ``hops_ms`` hop durations (names
-    from ``callctl.metrics.HOPS``), ``at`` the Unix time the turn was stored.
+    from ``callctl.metrics.HOPS``), ``at`` the Unix time the turn was stored; ``endpoint`` how
+    the turn ended (``Turn.endpoint``: reason, row, the turn model's probability, the silence
+    waited; empty in records written before it existed).
     """
 
     index: int
@@ -157,6 +159,7 @@ class TurnRecord:
     marks_ms: Mapping[str, float] = field(default_factory=dict)
     hops_ms: Mapping[str, float] = field(default_factory=dict)
     latency_ms: float | None = None
+    endpoint: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_timeline(cls, turn: Turn, origin: float, at: float | None = None) -> TurnRecord:
@@ -166,7 +169,8 @@ class TurnRecord:
         return cls(index=rec["index"], transcript=rec["transcript"], reply=rec["reply"],
                    at=time.time() if at is None else at, marks_ms=rec["marks_ms"],
                    hops_ms=rec["hops_ms"],
-                   latency_ms=None if latency is None else round(latency * 1000, 1))
+                   latency_ms=None if latency is None else round(latency * 1000, 1),
+                   endpoint=rec["endpoint"])
 
     def to_json(self) -> str:
         return json.dumps({f.name: (dict(v) if isinstance(v, Mapping) else v)

@@ -51,7 +51,8 @@ class Harness:
 def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(policy: EndpointPolicy | None = None, no_audio_timeout_s: float = 5.0) -> Harness:
+    def make(policy: EndpointPolicy | None = None, no_audio_timeout_s: float = 5.0,
+             turn_model: Any = None) -> Harness:
         url, inbox = fork_server.register(UUID)
         turns = iter(range(1000))
         rec = vosk_engine.acquire()
@@ -60,7 +61,7 @@ def harness(fork_server: ForkServer, vosk_engine: VoskEngine) -> Iterator[Callab
             inbox, rec, Vad(8000), policy or EndpointPolicy(),
             lambda ev: h.events.append((time.monotonic(), ev)),
             lambda: Turn(next(turns)), padding_ms=200, no_audio_timeout_s=no_audio_timeout_s,
-            call_uuid=UUID, metrics=fork_server.metrics)
+            call_uuid=UUID, metrics=fork_server.metrics, turn_model=turn_model)
         h.greenlet = gevent.spawn(h.listener.run)
         made.append(h)
         return h
@@ -343,3 +344,108 @@ def test_fork_reconnect_mid_utterance_commits_and_listens_on(
     turns = h.wait_for(TurnCommitted, 2)
     assert turns[1].reason.startswith("silence_") and turns[1].turn is not first.turn
     assert [c.reconnect for c in h.of(ForkConnected)] == [False, True]
+
+
+# -- the turn model ---------------------------------------------------------------------------
+
+
+class FixedTurnModel:
+    """A turn model that always gives ``p`` and remembers what it was asked to judge."""
+
+    name = "fixed"
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.calls: list[tuple[int, int]] = []     # (samples, rate)
+
+    def timed(self, samples: np.ndarray, rate: int) -> tuple[float, float]:
+        self.calls.append((len(samples), rate))
+        return self.p, 0.001
+
+
+@pytest.mark.parametrize("p", [0.95, 0.05])
+def test_the_turn_model_decides_how_long_a_pause_waits(
+        harness: Callable[..., Harness], fork_client: Callable, p: float) -> None:
+    """Confident complete: the turn ends at the short silence; incomplete: it waits up to
+    incomplete_silence_ms (900), with the speculative final out long before. Durations are
+    the audio's own (the policy's silence), never wall-clock."""
+    model = FixedTurnModel(p)
+    h = harness(EndpointPolicy(incomplete_silence_ms=900), turn_model=model)
+    u = utterance("I'd like to talk to billing about my last invoice", tail_s=1.5)
+    c = open_fork(fork_client, h.url)
+    c.stream(u.samples, realtime=True)
+    turn = h.wait_for(TurnCommitted, 1)[0]
+    c.close()
+    assert len(model.calls) == 1                           # once per pause
+    n, rate = model.calls[0]
+    assert rate == 8000 and n >= (u.speech_end_s - u.speech_start_s) * 8000
+    rec = turn.turn.endpoint
+    assert rec["probability"] == p and rec["model_cpu_ms"] == 1.0
+    assert rec["reason"] == turn.reason
+    if p > 0.5:
+        assert turn.reason == "model_complete_neutral" and rec["model"] == "complete"
+        assert rec["need_ms"] == 120 and rec["silence_ms"] < 900
+    else:
+        assert turn.reason == "model_incomplete_neutral" and rec["model"] == "incomplete"
+        assert rec["need_ms"] == 900 and rec["silence_ms"] >= 900
+    # the speculative final (dialog and TTS start on it) came before the commit
+    kinds = [type(e).__name__ for _, e in h.events if isinstance(e, FinalTranscript |
+                                                                   TurnCommitted)]
+    assert kinds == ["FinalTranscript", "TurnCommitted"]
+    assert h.of(FinalTranscript)[0].speculative
+
+
+def test_a_mid_sentence_pause_judged_incomplete_is_waited_out(
+        harness: Callable[..., Harness], fork_client: Callable) -> None:
+    """A 600 ms pause inside a sentence: with the model saying incomplete the caller goes on
+    and the turn goes on (without the model the 200 ms timer ends it inside the pause)."""
+
+    class FirstIncomplete(FixedTurnModel):
+        def timed(self, samples: np.ndarray, rate: int) -> tuple[float, float]:
+            super().timed(samples, rate)
+            return (0.05 if len(self.calls) == 1 else 0.95), 0.001
+
+    model = FirstIncomplete(0.05)
+    h = harness(turn_model=model)
+    a, b = utterance("My account number is", tail_s=0.0), utterance("four five seven two.")
+    c = open_fork(fork_client, h.url)
+    c.stream(a.samples, realtime=True)
+    c.stream(np.zeros(int(0.6 * 8000), dtype=np.int16), realtime=True)
+    c.stream(b.samples[round(b.speech_start_s * 8000):], realtime=True)   # no lead silence
+    c.stream(np.zeros(int(0.5 * 8000), dtype=np.int16), realtime=True)
+    first = h.wait_for(TurnCommitted, 1)[0]
+    c.close()
+    kinds = [type(e).__name__ for _, e in h.events if isinstance(e, TurnResumed |
+                                                                   TurnCommitted)]
+    assert kinds[:2] == ["TurnResumed", "TurnCommitted"]   # the pause did not end the turn
+    assert len(model.calls) >= 2
+    assert first.turn.endpoint["earlier_pauses"][0] == 0.05
+    assert first.turn.endpoint["probability"] == 0.95
+
+
+def test_a_failing_turn_model_costs_only_its_verdict(
+        harness: Callable[..., Harness], fork_client: Callable) -> None:
+    class Broken(FixedTurnModel):
+        def timed(self, samples: np.ndarray, rate: int) -> tuple[float, float]:
+            raise RuntimeError("onnx says no")
+
+    h = harness(turn_model=Broken(0.5))
+    c = open_fork(fork_client, h.url)
+    c.stream(utterance("I'd like to talk to billing", tail_s=1.0).samples, realtime=True)
+    turn = h.wait_for(TurnCommitted, 1)[0]
+    c.close()
+    assert turn.reason == "silence_neutral"                 # as without a model
+    assert "onnx says no" in turn.turn.endpoint["model_error"]
+
+
+def test_the_real_turn_model_in_the_listener(
+        harness: Callable[..., Harness], fork_client: Callable, turn_model: Any) -> None:
+    h = harness(turn_model=turn_model)
+    c = open_fork(fork_client, h.url)
+    c.stream(utterance("I would like to check my account balance, please.",
+                       tail_s=1.2).samples, realtime=True)
+    turn = h.wait_for(TurnCommitted, 1)[0]
+    c.close()
+    rec = turn.turn.endpoint
+    assert 0.0 <= rec["probability"] <= 1.0 and rec["model_cpu_ms"] > 0
+    assert rec["model"] in ("complete", "incomplete") and turn.reason.startswith("model_")
