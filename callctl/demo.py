@@ -116,6 +116,7 @@ class Printer:
         self.store = store
         self.t0 = time.monotonic()
         self.seen: dict[str, set[Any]] = {}
+        self.turns: dict[str, list[Any]] = {}     # per call uuid, the turn records printed
 
     def line(self, who: str, text: str) -> None:
         print(f"{time.monotonic() - self.t0:6.1f}s  {who:<18} {text}", file=self.out,
@@ -144,6 +145,7 @@ class Printer:
             if ("turn", t.index) in seen:
                 continue
             seen.add(("turn", t.index))
+            self.turns.setdefault(call.uuid, []).append(t)
             lat = f"{t.latency_ms:.0f} ms" if t.latency_ms is not None else "n/a"
             heard = f"heard \"{t.transcript}\"" if t.transcript else "(keys / no speech)"
             self.line(name, f"bot {heard} → says \"{t.reply}\"  [turn latency {lat}]")
@@ -209,20 +211,37 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         voice.store.flush(5)
         for sc, call, caller in running:
             printer.poll(sc.name, call, caller)
-        return summary(running, voice.store, out)
+        return summary(running, voice.store, out, printer.turns)
     finally:
         sw.stop()
         daemon.close()
 
 
-def summary(running: list[tuple[Scenario, SimCall, Caller]], store: Any, out: TextIO) -> int:
-    """Print the one-screen summary; returns the exit status (0: every call ended as expected)."""
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" + ("" if count == 1 else "s")
+
+
+def summary(running: list[tuple[Scenario, SimCall, Caller]], store: Any, out: TextIO,
+            printed: dict[str, list[Any]]) -> int:
+    """Print the one-screen summary; returns the exit status (0: every call ended as expected).
+
+    ``printed``: per call uuid, the daemon's turn records the live lines showed. The summary
+    counts those same turns: per call, how many were printed, the caller-side latency of each
+    plain spoken turn (speech end → first reply audio; "no reply" when none came before the
+    caller spoke again) and how many printed turns it cannot time from the caller's side
+    (keys, barge-ins); then the percentiles over all calls, each with what it covers."""
     print("\nsummary", file=out)
     ok_all = True
-    latencies: list[float] = []
+    caller_side: list[float] = []
+    daemon_side: list[float] = []
+    n_printed = unanswered = untimed_all = unrecorded_all = 0
     for sc, call, caller in running:
-        lat = [x for x in callers.turn_latencies(caller.log, call.heard()) if x is not None]
-        latencies += lat
+        lat = callers.turn_latencies(caller.log, call.heard())
+        caller_side += [x for x in lat if x is not None]
+        unanswered += sum(x is None for x in lat)
+        turns = printed.get(call.uuid, [])
+        n_printed += len(turns)
+        daemon_side += [t.latency_ms / 1000 for t in turns if t.latency_ms is not None]
         try:
             rec = store.get_call(call.uuid)
         except Exception:
@@ -231,13 +250,33 @@ def summary(running: list[tuple[Scenario, SimCall, Caller]], store: Any, out: Te
             else "hungup" if call.hangup_cause is not None else "still up"
         ok = outcome == sc.expect and all(r.ok for r in caller.log)
         ok_all &= ok
-        lat_text = ", ".join(f"{x * 1000:.0f}" for x in lat) or "-"
-        print(f"  {'ok ' if ok else 'BAD'} {sc.name:<18} {outcome:<12} "
+        untimed, unrecorded = max(0, len(turns) - len(lat)), max(0, len(lat) - len(turns))
+        untimed_all += untimed
+        unrecorded_all += unrecorded
+        lat_text = ", ".join("no reply" if x is None else f"{x * 1000:.0f}" for x in lat) or "-"
+        if untimed:
+            lat_text += f" (+{_n(untimed, 'turn')} by keys or barge-in)"
+        if unrecorded:
+            lat_text += f" ({_n(unrecorded, 'spoken turn')} without a daemon turn)"
+        print(f"  {'ok ' if ok else 'BAD'} {sc.name:<18} {outcome:<12} {_n(len(turns), 'turn')}, "
               f"turn latency (ms, caller side): {lat_text}", file=out)
-    s = summarize(latencies)
-    if s.n:
-        print(f"  turn latency over all calls: p50 {(s.p50 or 0) * 1000:.0f} ms, "
-              f"p95 {(s.p95 or 0) * 1000:.0f} ms, n={s.n}", file=out)
+    print(f"  {_n(n_printed, 'turn')} printed above", file=out)
+    c = summarize(caller_side)
+    notes = [f"{untimed_all} by keys or barge-in, not timed from the caller's side"
+             ] if untimed_all else []
+    if unanswered:
+        notes.append(f"{_n(unanswered, 'spoken turn')} with no reply")
+    if unrecorded_all:
+        notes.append(f"{_n(unrecorded_all, 'spoken turn')} without a daemon turn")
+    if c.n:
+        print(f"  turn latency, caller side: p50 {(c.p50 or 0) * 1000:.0f} ms, p95 "
+              f"{(c.p95 or 0) * 1000:.0f} ms, n={c.n}"
+              + (f" ({'; '.join(notes)})" if notes else ""), file=out)
+    d = summarize(daemon_side)
+    if d.n:
+        print(f"  turn latency, daemon's timeline (as printed above): p50 "
+              f"{(d.p50 or 0) * 1000:.0f} ms, p95 {(d.p95 or 0) * 1000:.0f} ms, n={d.n}",
+              file=out)
     print("  result: " + ("every call ended as its script expected" if ok_all
                           else "some calls did not end as expected"), file=out, flush=True)
     return 0 if ok_all else 1
