@@ -11,9 +11,7 @@ from conftest import Node, start_node, stop_node
 from fskit import wait_for
 from nockit import run_cli
 
-from callctl.sim import callers
-
-GREETING_S = 4.0     # the front desk greeting is longer than this
+from callctl.sim import callers, corpus
 
 
 def _events(node: Node, name: str, uuid: str | None) -> list[dict[str, object]]:
@@ -35,7 +33,6 @@ def test_answer_greeting_turn_and_dtmf_goodbye(node: Node) -> None:
     heard = call.heard()
     # greeting, the reply to the utterance, the goodbye
     assert len(heard) >= 3, heard
-    assert heard[0].end - heard[0].start > GREETING_S
     latencies = [x for x in callers.turn_latencies(script.log, heard) if x is not None]
     assert len(latencies) == 1 and latencies[0] > 0
     turns = wait_for("the turn in the daemon's log",
@@ -53,16 +50,19 @@ def test_caller_hangs_up_during_greeting(node: Node) -> None:
     call.hangup()
     end = wait_for("call.end", lambda: _events(node, "call.end", call.uuid), 10)[0]
     assert end["cause"] == "NORMAL_CLEARING"
-    assert not [r for r in node.fs.channels() if r.get("uuid") == call.uuid]
+    wait_for("the channel to go", lambda: not [r for r in node.fs.channels()
+                                               if r.get("uuid") == call.uuid], 10)
 
 
 def test_bargein_stops_the_bot(node: Node) -> None:
     call = node.call()
     script = callers.Caller([
         callers.wait_answer(),
-        # 2 s in: inside the greeting's second sentence (its first ends at ~1.3 s)
-        callers.barge_in("Hello, I have a question about my bill, can you help me please?",
-                         after_s=2.0),
+        # 2 s in, inside the greeting's second sentence (its first ends at ~1.3 s); the
+        # speech starts at once (no lead silence), while the bot is heard talking
+        callers.barge_in(corpus.utterance(
+            "Hello, I have a question about my bill, can you help me please?", lead_s=0.0),
+            after_s=2.0),
         callers.wait_for_bot(silence_s=0.8, timeout_s=20),
         callers.hangup(),
     ])
