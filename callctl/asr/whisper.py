@@ -180,11 +180,16 @@ class WhisperEngine:
 
     def _decode_window(self, audio: np.ndarray) -> str:
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.transcribe import get_compression_ratio
 
         features = self.model.feature_extractor(audio)       # (n_mels, frames + 1)
-        encoded = self.model.encode(pad_or_trim(features, self.window_frames))
-        limit = max_new_tokens(len(audio) / WHISPER_RATE)
+        return self._decode_features(pad_or_trim(features, self.window_frames),
+                                     len(audio) / WHISPER_RATE)
+
+    def _decode_features(self, features: np.ndarray, duration_s: float) -> str:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        encoded = self.model.encode(features)
+        limit = max_new_tokens(duration_s)
         limit = min(limit, self.model.max_length - len(self._prompt))
         result = self.model.model.generate(
             encoded, [self._prompt], beam_size=1, max_length=len(self._prompt) + limit,

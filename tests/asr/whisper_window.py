@@ -1,6 +1,7 @@
 """Whisper encoder window: WER and decode time per window, side by side in one run.
 
-``.venv/bin/python tests/asr/whisper_window.py [--windows 0 10 5] [--codec PCMU] [--json P]``
+``.venv/bin/python tests/asr/whisper_window.py [--windows 0 10 5] [--codec PCMU] [--cut S]
+[--json P]``
 
 The corpus is the bench's speech through G.711 (``callctl.sim.corpus.utterance``, Piper,
 PCMU and PCMA): the 12 standard utterances, the bench callers' utterances, barge-ins and
@@ -10,12 +11,17 @@ counted, not scored). Window 0 is the engine without a window (every utterance p
 30 s by ``WhisperModel.transcribe``, as before). Each window has its own engine (1 CPU
 thread, as the daemon builds it), warmed by one decode; every utterance is decoded by all
 windows in turn, the order rotating, so a neighbour's load falls on all of them alike.
-WER is ``callctl.bench.measure.word_error_rate`` on ``normalize_text`` of both sides.
+WER is ``callctl.bench.measure.word_error_rate`` on ``normalize_text`` of both sides;
+``final_punct`` counts the transcripts that end in . ? or ! (the turn policy's "complete"
+row, a shorter endpoint). ``--cut S`` cuts each utterance as the daemon's listener does:
+from 200 ms (``asr.padding_ms``) before its speech to ``S`` seconds after it (the VAD's
+speech end), instead of the corpus's 0.3 s of silence before and 0.5 s after.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -42,6 +48,7 @@ class WindowResult:
     decode_ms_p95: float | None = None
     wer: float | None = None
     noise_words: int = 0
+    final_punct: int = 0
     times: list[float] = field(default_factory=list, repr=False)
     pairs: list[tuple[str, str]] = field(default_factory=list, repr=False)
     noise_heard: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -61,12 +68,22 @@ def speech_corpus(codecs: Sequence[str]) -> list[corpus.Utterance]:
     return out
 
 
-def run(windows: Sequence[float], codecs: Sequence[str] = ("PCMU", "PCMA")
-        ) -> list[WindowResult]:
+def cut(u: corpus.Utterance, tail_s: float, padding_s: float = 0.2) -> corpus.Utterance:
+    """``u`` from ``padding_s`` before its speech to ``tail_s`` after it."""
+    a = max(0, round((u.speech_start_s - padding_s) * corpus.RATE))
+    b = round((u.speech_end_s + tail_s) * corpus.RATE)
+    return dataclasses.replace(u, samples=u.samples[a:b], speech_start_s=u.speech_start_s - a
+                               / corpus.RATE, speech_end_s=u.speech_end_s - a / corpus.RATE)
+
+
+def run(windows: Sequence[float], codecs: Sequence[str] = ("PCMU", "PCMA"),
+        cut_s: float | None = None) -> list[WindowResult]:
     """Decode the corpus with one engine per window (module doc); blocks."""
     engines = [WhisperEngine(Metrics(CollectorRegistry()), window_s=w) for w in windows]
     results = [WindowResult(w) for w in windows]
     speech = speech_corpus(codecs)
+    if cut_s is not None:
+        speech = [cut(u, cut_s) for u in speech]
     noises = [corpus.noise(k, codec=c) for c in codecs for k in corpus.NOISE_KINDS]
     for e in engines:
         e.transcribe(speech[0].samples, corpus.RATE)
@@ -83,6 +100,7 @@ def run(windows: Sequence[float], codecs: Sequence[str] = ("PCMU", "PCMA")
                     r.noise_heard.append((f"{u.text} {u.codec}", text))
             else:
                 r.times.append(dt)
+                r.final_punct += text.rstrip().endswith((".", "?", "!"))
                 r.pairs.append((normalize_text(u.text), normalize_text(text)))
     for r in results:
         p = measure.summarize(r.times)
@@ -99,14 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--windows", type=float, nargs="+", default=[0.0, 10.0, 5.0],
                    help="seconds; 0: no window (30 s transcribe)")
     p.add_argument("--codec", choices=("PCMU", "PCMA"), action="append")
+    p.add_argument("--cut", type=float, metavar="S",
+                   help="cut as the listener does, S seconds after the speech")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    results = run(args.windows, tuple(args.codec or ("PCMU", "PCMA")))
-    print("window_s  decodes  decode_ms_p50  decode_ms_p95    wer  noise_words")
+    results = run(args.windows, tuple(args.codec or ("PCMU", "PCMA")), args.cut)
+    print(" window_s  decodes  decode_ms_p50  decode_ms_p95    wer  noise_words  final_punct")
     for r in results:
-        print(f"{r.window_s or 30:>8g}{' (full)' if not r.window_s else '       '}"[:15].ljust(9)
-              + f"{r.decodes:>8}  {r.decode_ms_p50:>13}  {r.decode_ms_p95:>13}  {r.wer:>5}"
-              f"  {r.noise_words:>11}")
+        label = f"{r.window_s:g}" if r.window_s else "30 (full)"
+        print(f"{label:>9}  {r.decodes:>7}  {r.decode_ms_p50:>13}  {r.decode_ms_p95:>13}  "
+              f"{r.wer:>5}  {r.noise_words:>11}  {r.final_punct:>11}")
     base = results[0].pairs
     for r in results:
         for (ref, hyp), (_, hyp0) in zip(r.pairs, base, strict=True):
