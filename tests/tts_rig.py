@@ -73,7 +73,9 @@ class CallRig(Generic[C]):
         self.server.start()
         self.sw = Switch(SwitchConfig(
             esl_port=0, event_delay_s=event_delay_s, speed=speed,
-            dialplan={did: f"socket 127.0.0.1:{self.server.port} async full"}))
+            # as the shipped dialplan: idle frames (the stream plays into written frames)
+            dialplan={did: "set send_silence_when_idle=400; "
+                           f"socket 127.0.0.1:{self.server.port} async full"}))
         self.sw.start()
 
     def call(self, ready: Callable[[SimCall, C], object] = lambda call, conv: True,
