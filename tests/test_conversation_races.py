@@ -67,7 +67,7 @@ def test_words_barge_in_at_speech_end_without_partials(tmp_path: Path, redis_url
     # Whisper gives no partials: with words required, the verdict comes with the final
     rig = Rig(tmp_path, redis_url, whisper_engine,
               turns=config.TurnsConfig(bargein_min_words=1))
-    call, _ = rig.run([callers.barge_in("Technical support, please.", after_s=0.8),
+    call, _ = rig.run([callers.barge_in("Technical support please.", after_s=0.8),
                        callers.wait_for_bot(silence_s=0.5), callers.pause(2.0)])
     heard = call.heard()
     assert heard[0].interrupted, heard
