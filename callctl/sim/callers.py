@@ -309,11 +309,8 @@ class Caller:
 
     def _wait_bot_done(self, call: SimCallLike, silence_s: float, timeout_s: float
                        ) -> tuple[bool, str]:
-        # since the caller's last action: the end of its speech, or of its key presses (a
-        # wait after DTMF must not take the prompt already playing as the bot's answer)
-        acted = [r.speech_end for r in self.log if r.speech_end is not None]
-        acted += [r.end for r in self.log if r.kind == "dtmf"]
-        since = max(acted) if acted else (self.answered_at or 0.0)
+        spoken = [r.speech_end for r in self.log if r.speech_end is not None]
+        since = max(spoken) if spoken else (self.answered_at or 0.0)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             now = time.monotonic()

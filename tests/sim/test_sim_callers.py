@@ -181,21 +181,3 @@ def test_text_is_synthesized_with_the_corpus(call: MediaCall, tmp_path: Path) ->
     assert rec.speech_end > rec.speech_start
     assert any((tmp_path / "corpus").glob("*.wav"))
     assert callers.turn_latencies(caller.log, call.heard()) == [None]
-
-
-def test_wait_for_bot_after_keys_waits_for_the_answer_to_the_keys(call: MediaCall,
-                                                                   prompt: Path) -> None:
-    """A wait after DTMF counts from the key presses: a prompt heard before them (the
-    greeting) is not the bot's answer (the demo's keypad caller spoke too early)."""
-    caller = Caller([callers.wait_answer(), callers.pause(0.2),
-                     callers.say(_utt("billing please", 0.6)),
-                     callers.wait_for_bot(silence_s=0.3),
-                     callers.dtmf("4"),
-                     callers.wait_for_bot(silence_s=0.3, timeout_s=1.0), callers.hangup()])
-    bot = _bot_reply_after_each_say(call, caller, prompt, delay_s=0.1)   # never answers keys
-    runner = gevent.spawn(caller.run, call)
-    assert caller.done.wait(15)
-    runner.join(timeout=1)
-    bot.kill()
-    waits = [r for r in caller.log if r.kind == "wait_for_bot"]
-    assert [w.ok for w in waits] == [True, False], caller.log
