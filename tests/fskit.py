@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -214,15 +215,11 @@ class Daemon:
         self.dir = workdir
         self.config = workdir / "callctl.toml"
         self.config.write_text(config_text)
+        self.http_port = int(tomllib.loads(config_text)["metrics"]["listen_port"])
         self.out = workdir / "daemon.out"
         self.err = workdir / "daemon.err"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def http_port(self) -> int:
-        import tomllib
-
-        return int(tomllib.loads(self.config.read_text())["metrics"]["listen_port"])
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))

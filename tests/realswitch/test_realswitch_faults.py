@@ -41,6 +41,18 @@ def _one_turn(call: PhoneCall, text: str) -> callers.Caller:
     return script
 
 
+def _one_turn_then_sigkill(node: Node) -> PhoneCall:
+    """A call that took one turn (stored), then its daemon killed with SIGKILL."""
+    call = node.call()
+    assert call.wait_answered(10)
+    _one_turn(call, "I would like to check my account balance.")
+    first = node.daemon
+    wait_for("the first turn stored", lambda: _mine(first, "conversation.turn", call.uuid), 10)
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    return call
+
+
 def _restart(node: Node) -> Daemon:
     d = Daemon(node.daemon.dir, node.daemon.config.read_text())
     d.out = node.daemon.dir / "daemon2.out"
@@ -62,13 +74,7 @@ def test_sigterm_drains_the_call_in_progress(node: Node) -> None:
 
 
 def test_sigkill_mid_call_comes_back_through_the_dialplan_and_resumes(node: Node) -> None:
-    call = node.call()
-    assert call.wait_answered(10)
-    _one_turn(call, "I would like to check my account balance.")
-    first = node.daemon
-    wait_for("the first turn stored", lambda: _mine(first, "conversation.turn", call.uuid), 10)
-    first.signal(signal.SIGKILL)
-    first.wait(10)
+    call = _one_turn_then_sigkill(node)
     heard_before = len(call.heard())
     second = _restart(node)
     # the dialplan plays the hold tone; the restarted daemon finds the call there at start-up,
@@ -91,13 +97,7 @@ def test_sigkill_mid_call_comes_back_through_the_dialplan_and_resumes(node: Node
 
 
 def test_call_parked_while_the_daemon_was_down_is_resumed_at_startup(node: Node) -> None:
-    call = node.call()
-    assert call.wait_answered(10)
-    _one_turn(call, "I would like to check my account balance.")
-    first = node.daemon
-    wait_for("the first turn stored", lambda: _mine(first, "conversation.turn", call.uuid), 10)
-    first.signal(signal.SIGKILL)
-    first.wait(10)
+    call = _one_turn_then_sigkill(node)
     # the channel leaves the fallback chain: an operator (or another app) parked it
     assert node.fs.api(f"uuid_transfer {call.uuid} park inline").startswith("+OK")
     wait_for("the channel in park", lambda: any(
